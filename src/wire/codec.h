@@ -1,0 +1,79 @@
+// Encoding and decoding of the frames in wire/frames.h: pure functions over byte spans.
+// Decoders never read outside their input, never allocate and never throw; they
+// return the first DecodeError they meet, in the order the fields are laid out.
+// Encoders check the same rules, so an encoded frame always decodes.
+//
+// A stream reader uses the two-step form: decode_header() on kHeaderBytes, then the
+// body decoder of header.type on exactly header.body_bytes bytes. The whole-frame
+// decoders (decode_hello() ...) do both on a buffer that starts with a frame;
+// bytes past the body are ignored (they are payload or the next frame).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "wire/frames.h"
+#include "wire/limits.h"
+
+namespace ringxfer::wire {
+
+using ByteSpan = std::span<const std::byte>;
+using MutableByteSpan = std::span<std::byte>;
+
+// ---- Sizes of encoded frames (header + body, without payload). ----
+constexpr size_t hello_frame_bytes(size_t key_bytes, size_t auth_bytes) noexcept {
+  return kHeaderBytes + kHelloFixedBytes + key_bytes + auth_bytes;
+}
+constexpr size_t hello_ack_frame_bytes(size_t key_bytes, size_t message_bytes) noexcept {
+  return kHeaderBytes + kHelloAckFixedBytes + key_bytes + message_bytes;
+}
+constexpr size_t request_frame_bytes(size_t segments) noexcept {
+  return kHeaderBytes + kRequestFixedBytes + segments * kSegmentBytes;
+}
+constexpr size_t completion_frame_bytes(size_t message_bytes) noexcept {
+  return kHeaderBytes + kCompletionFixedBytes + message_bytes;
+}
+inline constexpr size_t kDataFrameBytes = kHeaderBytes + kDataBodyBytes;
+constexpr size_t data_batch_frame_bytes(size_t entries) noexcept {
+  return kHeaderBytes + kBatchFixedBytes + entries * kBatchEntryBytes;
+}
+
+// ---- Decoding. ----
+
+// Checks magic, version, type, reserved fields, and the body and payload lengths
+// against the limits of the frame's type. Needs kHeaderBytes of input.
+Result<FrameHeader> decode_header(ByteSpan in) noexcept;
+
+// Body decoders: `header` came from decode_header(), `body` holds at least
+// header.body_bytes bytes (only those are read). The header's type must match.
+Result<Hello> decode_hello_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<HelloAck> decode_hello_ack_body(const FrameHeader& header, ByteSpan body) noexcept;
+// For kWriteRequest and kReadRequest alike; the type gives Request::op.
+Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<Completion> decode_completion_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<DataHeader> decode_data_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<DataBatch> decode_data_batch_body(const FrameHeader& header, ByteSpan body) noexcept;
+
+// Whole-frame decoders: header and body at the start of `in`. A frame of another
+// type than the one asked for is kUnknownType.
+Result<Hello> decode_hello(ByteSpan in) noexcept;
+Result<HelloAck> decode_hello_ack(ByteSpan in) noexcept;
+Result<Request> decode_request(ByteSpan in) noexcept;
+Result<Completion> decode_completion(ByteSpan in) noexcept;
+Result<DataHeader> decode_data(ByteSpan in) noexcept;
+Result<DataBatch> decode_data_batch(ByteSpan in) noexcept;
+
+// ---- Encoding. Each returns the bytes written at the start of `out`. ----
+Result<size_t> encode_hello(const Hello& hello, MutableByteSpan out) noexcept;
+Result<size_t> encode_hello_ack(const HelloAck& ack, MutableByteSpan out) noexcept;
+Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
+                              MutableByteSpan out) noexcept;
+Result<size_t> encode_completion(const Completion& completion, MutableByteSpan out) noexcept;
+// Writes header and body (kDataFrameBytes); the caller sends `length` payload bytes next.
+Result<size_t> encode_data(const DataHeader& data, MutableByteSpan out) noexcept;
+// Writes header and entry table; the caller sends the entries' payloads next, in order.
+Result<size_t> encode_data_batch(uint64_t transfer_id, std::span<const BatchEntry> entries,
+                                 MutableByteSpan out) noexcept;
+
+}  // namespace ringxfer::wire

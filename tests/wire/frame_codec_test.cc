@@ -1,0 +1,693 @@
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/bytes.h"
+#include "wire/codec.h"
+
+namespace ringxfer::wire {
+namespace {
+
+using testing::as_bytes;
+using testing::Bytes;
+using testing::patch_le;
+using testing::prefix;
+using testing::read_le;
+
+constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
+
+// ---- Frame builders: a valid frame of each kind, encoded by the codec itself. ----
+
+enum class Kind { kHello, kHelloAck, kRequest, kCompletion, kData, kDataBatch };
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kHello:
+      return "hello";
+    case Kind::kHelloAck:
+      return "hello_ack";
+    case Kind::kRequest:
+      return "request";
+    case Kind::kCompletion:
+      return "completion";
+    case Kind::kData:
+      return "data";
+    case Kind::kDataBatch:
+      return "data_batch";
+  }
+  return "?";
+}
+
+template <typename Fn>
+Bytes encode_into(size_t size, Fn&& fn) {
+  Bytes out(size);
+  Result<size_t> n = fn(MutableByteSpan(out));
+  EXPECT_TRUE(n.ok()) << to_string(n.error());
+  EXPECT_EQ(n.ok() ? *n : 0, size);
+  return out;
+}
+
+Bytes hello_frame(const Hello& h) {
+  return encode_into(hello_frame_bytes(h.key.size(), h.auth.size()),
+                     [&](MutableByteSpan o) { return encode_hello(h, o); });
+}
+Bytes hello_ack_frame(const HelloAck& a) {
+  return encode_into(hello_ack_frame_bytes(a.key.size(), a.message.size()),
+                     [&](MutableByteSpan o) { return encode_hello_ack(a, o); });
+}
+Bytes request_frame(OpKind op, uint64_t id, const std::vector<Segment>& segs) {
+  return encode_into(request_frame_bytes(segs.size()),
+                     [&](MutableByteSpan o) { return encode_request(op, id, segs, o); });
+}
+Bytes completion_frame(const Completion& c) {
+  return encode_into(completion_frame_bytes(c.message.size()),
+                     [&](MutableByteSpan o) { return encode_completion(c, o); });
+}
+Bytes data_frame(const DataHeader& d) {
+  return encode_into(kDataFrameBytes, [&](MutableByteSpan o) { return encode_data(d, o); });
+}
+Bytes batch_frame(uint64_t id, const std::vector<BatchEntry>& entries) {
+  return encode_into(data_batch_frame_bytes(entries.size()),
+                     [&](MutableByteSpan o) { return encode_data_batch(id, entries, o); });
+}
+
+const std::string kAuth = "token-bytes";
+
+Hello sample_hello() {
+  Hello h;
+  h.channel = ChannelKind::kData;
+  h.stripe = 3;
+  h.capabilities = kCapDataBatch | kCapZeroCopy;
+  h.instance_id = 0x1122334455667788;
+  h.key = "prefill-0";
+  h.auth = as_bytes(kAuth);
+  return h;
+}
+
+HelloAck sample_hello_ack() {
+  HelloAck a;
+  a.status = 9;
+  a.capabilities = kCapDataBatch;
+  a.instance_id = 42;
+  a.key = "decode-7";
+  a.message = "duplicate connection";
+  return a;
+}
+
+const std::vector<Segment> kSegments = {{1, 0, 4096}, {2, 100, 7}, {3, (uint64_t{1} << 39), 1}};
+const std::vector<BatchEntry> kEntries = {{0, 8, 0}, {1, 8, 16}, {7, 3, 1}};
+
+Completion sample_completion() {
+  Completion c;
+  c.transfer_id = 99;
+  c.op = OpKind::kRead;
+  c.status = 11;
+  c.message = "offset+size beyond region 3";
+  return c;
+}
+
+DataHeader sample_data() { return DataHeader{77, 5, 4096, 65536}; }
+
+Bytes valid_frame(Kind k) {
+  switch (k) {
+    case Kind::kHello:
+      return hello_frame(sample_hello());
+    case Kind::kHelloAck:
+      return hello_ack_frame(sample_hello_ack());
+    case Kind::kRequest:
+      return request_frame(OpKind::kWrite, 1234, kSegments);
+    case Kind::kCompletion:
+      return completion_frame(sample_completion());
+    case Kind::kData:
+      return data_frame(sample_data());
+    case Kind::kDataBatch:
+      return batch_frame(55, kEntries);
+  }
+  return {};
+}
+
+// Decodes `b` as a whole frame of kind `k`; returns the error (kNone on success).
+DecodeError decode_as(Kind k, const Bytes& b) {
+  const ByteSpan in(b);
+  switch (k) {
+    case Kind::kHello:
+      return decode_hello(in).error();
+    case Kind::kHelloAck:
+      return decode_hello_ack(in).error();
+    case Kind::kRequest:
+      return decode_request(in).error();
+    case Kind::kCompletion:
+      return decode_completion(in).error();
+    case Kind::kData:
+      return decode_data(in).error();
+    case Kind::kDataBatch:
+      return decode_data_batch(in).error();
+  }
+  return DecodeError::kNone;
+}
+
+constexpr Kind kAllKinds[] = {Kind::kHello,      Kind::kHelloAck, Kind::kRequest,
+                              Kind::kCompletion, Kind::kData,     Kind::kDataBatch};
+
+// ---- Round trips ----
+
+TEST(FrameCodec, RoundTripsHello) {
+  const Hello h = sample_hello();
+  const Bytes b = hello_frame(h);
+  Result<Hello> d = decode_hello(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->version_min, kVersionMin);
+  EXPECT_EQ(d->version_max, kVersionMax);
+  EXPECT_EQ(d->channel, ChannelKind::kData);
+  EXPECT_EQ(d->stripe, 3);
+  EXPECT_EQ(d->capabilities, h.capabilities);
+  EXPECT_EQ(d->instance_id, h.instance_id);
+  EXPECT_EQ(d->key, "prefill-0");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(d->auth.data()), d->auth.size()), kAuth);
+}
+
+TEST(FrameCodec, RoundTripsControlHelloWithoutAuth) {
+  Hello h;
+  h.key = "k";
+  const Bytes b = hello_frame(h);
+  Result<Hello> d = decode_hello(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->channel, ChannelKind::kControl);
+  EXPECT_EQ(d->stripe, 0);
+  EXPECT_EQ(d->key, "k");
+  EXPECT_TRUE(d->auth.empty());
+}
+
+TEST(FrameCodec, RoundTripsHelloAck) {
+  const HelloAck a = sample_hello_ack();
+  const Bytes b = hello_ack_frame(a);
+  Result<HelloAck> d = decode_hello_ack(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->version, kVersion);
+  EXPECT_EQ(d->status, 9);
+  EXPECT_EQ(d->capabilities, kCapDataBatch);
+  EXPECT_EQ(d->instance_id, 42u);
+  EXPECT_EQ(d->key, "decode-7");
+  EXPECT_EQ(d->message, "duplicate connection");
+}
+
+TEST(FrameCodec, RoundTripsWriteAndReadRequests) {
+  for (OpKind op : {OpKind::kWrite, OpKind::kRead}) {
+    SCOPED_TRACE(static_cast<int>(op));
+    const Bytes b = request_frame(op, 0xdeadbeefcafe, kSegments);
+    Result<Request> d = decode_request(b);
+    ASSERT_TRUE(d.ok()) << to_string(d.error());
+    EXPECT_EQ(d->op, op);
+    EXPECT_EQ(d->transfer_id, 0xdeadbeefcafeu);
+    ASSERT_EQ(d->segments.size(), kSegments.size());
+    std::vector<Segment> got(d->segments.begin(), d->segments.end());
+    EXPECT_EQ(got, kSegments);
+    EXPECT_EQ(d->total_bytes, 4096u + 7u + 1u);
+  }
+}
+
+TEST(FrameCodec, RoundTripsCompletion) {
+  const Bytes b = completion_frame(sample_completion());
+  Result<Completion> d = decode_completion(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->transfer_id, 99u);
+  EXPECT_EQ(d->op, OpKind::kRead);
+  EXPECT_EQ(d->status, 11);
+  EXPECT_EQ(d->message, "offset+size beyond region 3");
+}
+
+TEST(FrameCodec, RoundTripsSuccessCompletionWithoutMessage) {
+  Completion c;
+  c.transfer_id = 1;
+  const Bytes b = completion_frame(c);
+  Result<Completion> d = decode_completion(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->status, 0);
+  EXPECT_EQ(d->op, OpKind::kWrite);
+  EXPECT_TRUE(d->message.empty());
+}
+
+TEST(FrameCodec, RoundTripsData) {
+  const Bytes b = data_frame(sample_data());
+  Result<DataHeader> d = decode_data(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(*d, sample_data());
+}
+
+TEST(FrameCodec, RoundTripsDataBatch) {
+  const Bytes b = batch_frame(55, kEntries);
+  Result<DataBatch> d = decode_data_batch(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->transfer_id, 55u);
+  EXPECT_EQ(d->payload_bytes, 19u);
+  std::vector<BatchEntry> got(d->entries.begin(), d->entries.end());
+  EXPECT_EQ(got, kEntries);
+}
+
+TEST(FrameCodec, TwoStepDecodeMatchesWholeFrameDecode) {
+  for (Kind k : kAllKinds) {
+    SCOPED_TRACE(kind_name(k));
+    const Bytes b = valid_frame(k);
+    Result<FrameHeader> h = decode_header(b);
+    ASSERT_TRUE(h.ok()) << to_string(h.error());
+    EXPECT_EQ(h->version, kVersion);
+    EXPECT_EQ(kHeaderBytes + h->body_bytes, b.size());
+    const Bytes body(b.begin() + kHeaderBytes, b.end());
+    DecodeError e = DecodeError::kNone;
+    switch (k) {
+      case Kind::kHello:
+        e = decode_hello_body(*h, body).error();
+        break;
+      case Kind::kHelloAck:
+        e = decode_hello_ack_body(*h, body).error();
+        break;
+      case Kind::kRequest:
+        e = decode_request_body(*h, body).error();
+        break;
+      case Kind::kCompletion:
+        e = decode_completion_body(*h, body).error();
+        break;
+      case Kind::kData:
+        e = decode_data_body(*h, body).error();
+        break;
+      case Kind::kDataBatch:
+        e = decode_data_batch_body(*h, body).error();
+        break;
+    }
+    EXPECT_EQ(e, DecodeError::kNone) << to_string(e);
+    EXPECT_EQ(decode_as(k, b), DecodeError::kNone);
+  }
+}
+
+TEST(FrameCodec, IgnoresBytesAfterTheFrame) {
+  for (Kind k : kAllKinds) {
+    SCOPED_TRACE(kind_name(k));
+    Bytes b = valid_frame(k);
+    b.resize(b.size() + 100, std::byte{0xee});
+    EXPECT_EQ(decode_as(k, b), DecodeError::kNone);
+  }
+}
+
+// The exact bytes of one data frame: pins the layout (little-endian, field order) so
+// that a change to the wire format cannot pass unnoticed.
+TEST(FrameCodec, EncodesDataFrameToKnownBytes) {
+  const Bytes b = data_frame(DataHeader{0x0102030405060708, 0x1a0b, 0x0000001415161718, 300});
+  const std::vector<uint8_t> expected = {
+      'R',  'X',  'F',  'R',  1,    16,   0,    0,     // magic, version, type, flags
+      24,   0,    0,    0,    0,    0,    0,    0,     // body_bytes, reserved
+      0x2c, 0x01, 0,    0,    0,    0,    0,    0,     // payload_bytes = 300
+      0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // transfer id
+      0x0b, 0x1a, 0,    0,    0,    0,    0,    0,     // segment, reserved
+      0x18, 0x17, 0x16, 0x15, 0x14, 0,    0,    0,     // offset
+  };
+  ASSERT_EQ(b.size(), expected.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(static_cast<uint8_t>(b[i]), expected[i]) << "byte " << i;
+  }
+}
+
+// ---- Truncation ----
+
+TEST(FrameCodec, RejectsEveryTruncation) {
+  for (Kind k : kAllKinds) {
+    const Bytes b = valid_frame(k);
+    for (size_t n = 0; n < b.size(); ++n) {
+      SCOPED_TRACE(std::string(kind_name(k)) + " cut at " + std::to_string(n));
+      // An exact-size copy: ASan reports any read past the cut.
+      EXPECT_EQ(decode_as(k, prefix(b, n)), DecodeError::kTruncated);
+    }
+  }
+}
+
+TEST(FrameCodec, BodyDecodersRejectShortBodies) {
+  for (Kind k : kAllKinds) {
+    const Bytes b = valid_frame(k);
+    Result<FrameHeader> h = decode_header(b);
+    ASSERT_TRUE(h.ok());
+    for (size_t n = 0; n < h->body_bytes; ++n) {
+      SCOPED_TRACE(std::string(kind_name(k)) + " body cut at " + std::to_string(n));
+      const Bytes body(b.begin() + kHeaderBytes, b.begin() + kHeaderBytes + n);
+      DecodeError e = DecodeError::kNone;
+      switch (k) {
+        case Kind::kHello:
+          e = decode_hello_body(*h, body).error();
+          break;
+        case Kind::kHelloAck:
+          e = decode_hello_ack_body(*h, body).error();
+          break;
+        case Kind::kRequest:
+          e = decode_request_body(*h, body).error();
+          break;
+        case Kind::kCompletion:
+          e = decode_completion_body(*h, body).error();
+          break;
+        case Kind::kData:
+          e = decode_data_body(*h, body).error();
+          break;
+        case Kind::kDataBatch:
+          e = decode_data_batch_body(*h, body).error();
+          break;
+      }
+      EXPECT_EQ(e, DecodeError::kTruncated);
+    }
+  }
+}
+
+// ---- Bad fields: one table, one row per field and value. ----
+
+struct BadField {
+  const char* name;
+  Kind kind;
+  size_t offset;  // within the frame
+  size_t width;   // bytes
+  uint64_t value;
+  DecodeError expected;
+};
+
+constexpr size_t B = kHeaderBytes;  // body offset
+
+const BadField kBadFields[] = {
+    // Header, on frames of every kind.
+    {"magic", Kind::kHello, 0, 4, 0x52465853, DecodeError::kBadMagic},
+    {"magic zero", Kind::kData, 0, 4, 0, DecodeError::kBadMagic},
+    {"version 0", Kind::kHello, 4, 1, 0, DecodeError::kBadVersion},
+    {"version 2", Kind::kData, 4, 1, 2, DecodeError::kBadVersion},
+    {"version 255", Kind::kCompletion, 4, 1, 255, DecodeError::kBadVersion},
+    {"type 0", Kind::kHello, 5, 1, 0, DecodeError::kUnknownType},
+    {"type 6", Kind::kRequest, 5, 1, 6, DecodeError::kUnknownType},
+    {"type 255", Kind::kData, 5, 1, 255, DecodeError::kUnknownType},
+    {"header flags", Kind::kHello, 6, 2, 1, DecodeError::kBadField},
+    {"header reserved", Kind::kData, 12, 4, 0x80000000, DecodeError::kBadField},
+    {"hello body over limit", Kind::kHello, 8, 4, kHelloBodyBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"request body over limit", Kind::kRequest, 8, 4, 0xffffffff, DecodeError::kLengthOverLimit},
+    {"completion body over limit", Kind::kCompletion, 8, 4, kCompletionBodyBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"batch body over limit", Kind::kDataBatch, 8, 4, kBatchBodyBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"data body too long", Kind::kData, 8, 4, kDataBodyBytes + 1, DecodeError::kLengthOverLimit},
+    {"data body too short", Kind::kData, 8, 4, kDataBodyBytes - 1, DecodeError::kLengthMismatch},
+    {"hello body below fixed part", Kind::kHello, 8, 4, kHelloFixedBytes,
+     DecodeError::kLengthMismatch},
+    {"request body below fixed part", Kind::kRequest, 8, 4, 3, DecodeError::kLengthMismatch},
+    {"payload on a hello", Kind::kHello, 16, 8, 1, DecodeError::kLengthOverLimit},
+    {"payload on a completion", Kind::kCompletion, 16, 8, kU64Max, DecodeError::kLengthOverLimit},
+    {"payload on a request", Kind::kRequest, 16, 8, 1, DecodeError::kLengthOverLimit},
+    {"data payload zero", Kind::kData, 16, 8, 0, DecodeError::kLengthMismatch},
+    {"data payload over limit", Kind::kData, 16, 8, kDataPayloadBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"batch payload over limit", Kind::kDataBatch, 16, 8, kBatchPayloadBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"batch payload zero", Kind::kDataBatch, 16, 8, 0, DecodeError::kLengthMismatch},
+    // Hello body.
+    {"hello version_min 0", Kind::kHello, B + 0, 1, 0, DecodeError::kBadVersion},
+    {"hello empty version range", Kind::kHello, B + 0, 2, 0x0102, DecodeError::kBadVersion},
+    {"hello channel", Kind::kHello, B + 2, 1, 2, DecodeError::kBadField},
+    {"hello stripe over limit", Kind::kHello, B + 3, 1, kStripesMax, DecodeError::kBadField},
+    {"hello control with stripe", Kind::kHello, B + 2, 2, 0x0100, DecodeError::kBadField},
+    {"hello empty key", Kind::kHello, B + 4, 2, 0, DecodeError::kBadField},
+    {"hello key too long", Kind::kHello, B + 4, 2, kKeyBytesMax + 1, DecodeError::kKeyTooLong},
+    {"hello key length too large", Kind::kHello, B + 4, 2, 10, DecodeError::kLengthMismatch},
+    {"hello key length too small", Kind::kHello, B + 4, 2, 8, DecodeError::kLengthMismatch},
+    {"hello auth over limit", Kind::kHello, B + 6, 2, kAuthBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"hello auth length", Kind::kHello, B + 6, 2, 0, DecodeError::kLengthMismatch},
+    // HelloAck body.
+    {"ack version 0", Kind::kHelloAck, B + 0, 1, 0, DecodeError::kBadVersion},
+    {"ack version 2", Kind::kHelloAck, B + 0, 1, 2, DecodeError::kBadVersion},
+    {"ack reserved", Kind::kHelloAck, B + 1, 1, 1, DecodeError::kBadField},
+    {"ack status", Kind::kHelloAck, B + 2, 2, kStatusCodeMax + 1, DecodeError::kBadField},
+    {"ack empty key", Kind::kHelloAck, B + 4, 2, 0, DecodeError::kBadField},
+    {"ack key too long", Kind::kHelloAck, B + 4, 2, 300, DecodeError::kKeyTooLong},
+    {"ack message over limit", Kind::kHelloAck, B + 6, 2, kMessageBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"ack message length", Kind::kHelloAck, B + 6, 2, 3, DecodeError::kLengthMismatch},
+    // Request body.
+    {"request reserved", Kind::kRequest, B + 12, 4, 1, DecodeError::kBadField},
+    {"request no segments", Kind::kRequest, B + 8, 4, 0, DecodeError::kBadField},
+    {"request too many segments", Kind::kRequest, B + 8, 4, kSegmentsMax + 1,
+     DecodeError::kTooManySegments},
+    {"request segment count", Kind::kRequest, B + 8, 4, 4, DecodeError::kLengthMismatch},
+    {"request zero-length segment", Kind::kRequest, B + 16 + 16, 8, 0, DecodeError::kBadField},
+    {"request offset overflow", Kind::kRequest, B + 16 + 8, 8, kU64Max - 100,
+     DecodeError::kOffsetOverflow},
+    {"request segment over limit", Kind::kRequest, B + 16 + 16, 8, kSegmentBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"request range over limit", Kind::kRequest, B + 16 + 8, 8, kSegmentBytesMax,
+     DecodeError::kLengthOverLimit},
+    {"request last segment overflow", Kind::kRequest, B + 16 + 48 + 8, 8, kU64Max,
+     DecodeError::kOffsetOverflow},
+    // Completion body.
+    {"completion status", Kind::kCompletion, B + 8, 2, kStatusCodeMax + 1, DecodeError::kBadField},
+    {"completion op 0", Kind::kCompletion, B + 10, 1, 0, DecodeError::kBadField},
+    {"completion op 3", Kind::kCompletion, B + 10, 1, 3, DecodeError::kBadField},
+    {"completion reserved byte", Kind::kCompletion, B + 11, 1, 1, DecodeError::kBadField},
+    {"completion reserved word", Kind::kCompletion, B + 14, 2, 1, DecodeError::kBadField},
+    {"completion message over limit", Kind::kCompletion, B + 12, 2, kMessageBytesMax + 1,
+     DecodeError::kLengthOverLimit},
+    {"completion message length", Kind::kCompletion, B + 12, 2, 0, DecodeError::kLengthMismatch},
+    // Data body.
+    {"data reserved", Kind::kData, B + 12, 4, 1, DecodeError::kBadField},
+    {"data segment over limit", Kind::kData, B + 8, 4, kSegmentsMax, DecodeError::kTooManySegments},
+    {"data offset overflow", Kind::kData, B + 16, 8, kU64Max - 10, DecodeError::kOffsetOverflow},
+    {"data range over limit", Kind::kData, B + 16, 8, kSegmentBytesMax,
+     DecodeError::kLengthOverLimit},
+    // Data batch body.
+    {"batch reserved", Kind::kDataBatch, B + 12, 4, 1, DecodeError::kBadField},
+    {"batch no entries", Kind::kDataBatch, B + 8, 4, 0, DecodeError::kBadField},
+    {"batch too many entries", Kind::kDataBatch, B + 8, 4, kSegmentsMax + 1,
+     DecodeError::kTooManySegments},
+    {"batch entry count", Kind::kDataBatch, B + 8, 4, 2, DecodeError::kLengthMismatch},
+    {"batch entry segment", Kind::kDataBatch, B + 16, 4, kSegmentsMax,
+     DecodeError::kTooManySegments},
+    {"batch entry zero length", Kind::kDataBatch, B + 16 + 4, 4, 0, DecodeError::kBadField},
+    {"batch entry offset overflow", Kind::kDataBatch, B + 16 + 8, 8, kU64Max - 2,
+     DecodeError::kOffsetOverflow},
+    {"batch payload sum", Kind::kDataBatch, 16, 8, 20, DecodeError::kLengthMismatch},
+    {"batch entry length vs sum", Kind::kDataBatch, B + 16 + 4, 4, 9, DecodeError::kLengthMismatch},
+};
+
+TEST(FrameCodec, RejectsEveryBadField) {
+  for (const BadField& row : kBadFields) {
+    SCOPED_TRACE(row.name);
+    Bytes b = valid_frame(row.kind);
+    ASSERT_NE(read_le(b, row.offset, row.width), row.value) << "row changes nothing";
+    patch_le(b, row.offset, row.width, row.value);
+    EXPECT_EQ(decode_as(row.kind, b), row.expected)
+        << "got " << to_string(decode_as(row.kind, b)) << ", want " << to_string(row.expected);
+  }
+}
+
+TEST(FrameCodec, RejectsRequestWhoseSegmentsSumOverLimit) {
+  // Each segment is within its own limit; together they exceed kTransferBytesMax.
+  Bytes b = request_frame(OpKind::kRead, 1, {{1, 0, 1}, {2, 0, 1}});
+  patch_le(b, B + 16 + 16, 8, kSegmentBytesMax);
+  patch_le(b, B + 16 + 24 + 16, 8, kSegmentBytesMax);
+  EXPECT_EQ(decode_request(b).error(), DecodeError::kLengthOverLimit);
+}
+
+TEST(FrameCodec, RejectsBodyLongerThanItsFields) {
+  // body_bytes one larger than the fields account for, with the byte present.
+  for (Kind k :
+       {Kind::kHello, Kind::kHelloAck, Kind::kRequest, Kind::kCompletion, Kind::kDataBatch}) {
+    SCOPED_TRACE(kind_name(k));
+    Bytes b = valid_frame(k);
+    patch_le(b, 8, 4, read_le(b, 8, 4) + 1);
+    b.push_back(std::byte{0});
+    EXPECT_EQ(decode_as(k, b), DecodeError::kLengthMismatch);
+  }
+}
+
+TEST(FrameCodec, RejectsFrameOfAnotherType) {
+  for (Kind k : kAllKinds) {
+    for (Kind other : kAllKinds) {
+      if (k == other) {
+        continue;
+      }
+      SCOPED_TRACE(std::string(kind_name(k)) + " as " + kind_name(other));
+      EXPECT_EQ(decode_as(other, valid_frame(k)), DecodeError::kUnknownType);
+    }
+  }
+}
+
+TEST(FrameCodec, NamesEveryError) {
+  EXPECT_EQ(to_string(DecodeError::kTruncated), "truncated");
+  EXPECT_EQ(to_string(DecodeError::kOffsetOverflow), "offset+length overflow");
+  for (int e = 0; e <= static_cast<int>(DecodeError::kBufferTooSmall); ++e) {
+    EXPECT_NE(to_string(static_cast<DecodeError>(e)), "unknown decode error") << e;
+  }
+}
+
+// ---- Limits: every field at its limit is accepted. ----
+
+TEST(FrameCodec, AcceptsHelloAtLimits) {
+  const std::string key(kKeyBytesMax, 'k');
+  const std::vector<std::byte> auth(kAuthBytesMax, std::byte{0x5a});
+  Hello h;
+  h.channel = ChannelKind::kData;
+  h.stripe = kStripesMax - 1;
+  h.capabilities = kU64Max;
+  h.instance_id = kU64Max;
+  h.key = key;
+  h.auth = auth;
+  const Bytes b = hello_frame(h);
+  EXPECT_EQ(b.size(), kHeaderBytes + kHelloBodyBytesMax);
+  Result<Hello> d = decode_hello(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->key, key);
+  EXPECT_EQ(d->auth.size(), kAuthBytesMax);
+  EXPECT_EQ(d->stripe, kStripesMax - 1);
+}
+
+TEST(FrameCodec, AcceptsHelloAckAndCompletionAtLimits) {
+  const std::string key(kKeyBytesMax, 'a');
+  const std::string message(kMessageBytesMax, 'm');
+  HelloAck a;
+  a.status = kStatusCodeMax;
+  a.key = key;
+  a.message = message;
+  const Bytes ba = hello_ack_frame(a);
+  Result<HelloAck> da = decode_hello_ack(ba);
+  ASSERT_TRUE(da.ok()) << to_string(da.error());
+  EXPECT_EQ(da->message.size(), kMessageBytesMax);
+
+  Completion c;
+  c.transfer_id = kU64Max;
+  c.status = kStatusCodeMax;
+  c.message = message;
+  const Bytes bc = completion_frame(c);
+  Result<Completion> dc = decode_completion(bc);
+  ASSERT_TRUE(dc.ok()) << to_string(dc.error());
+  EXPECT_EQ(dc->transfer_id, kU64Max);
+  EXPECT_EQ(dc->message, message);
+}
+
+TEST(FrameCodec, AcceptsRequestAtLimits) {
+  std::vector<Segment> segs(kSegmentsMax);
+  for (uint32_t i = 0; i < kSegmentsMax; ++i) {
+    segs[i] = Segment{i, kSegmentBytesMax / 2, kTransferBytesMax / kSegmentsMax / 2};
+  }
+  segs[0] = Segment{kU64Max, 0, kTransferBytesMax / 2};  // one segment of 2^39 bytes
+  const Bytes b = request_frame(OpKind::kRead, kU64Max, segs);
+  EXPECT_EQ(b.size(), kHeaderBytes + kRequestBodyBytesMax);
+  Result<Request> d = decode_request(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->segments.size(), kSegmentsMax);
+  EXPECT_EQ(d->segments[kSegmentsMax - 1], segs.back());
+  EXPECT_LE(d->total_bytes, kTransferBytesMax);
+
+  // A single segment reaching exactly the end of the addressable range.
+  const Bytes bo = request_frame(OpKind::kWrite, 0, {{7, 1, kSegmentBytesMax - 1}});
+  Result<Request> one = decode_request(bo);
+  ASSERT_TRUE(one.ok()) << to_string(one.error());
+}
+
+TEST(FrameCodec, AcceptsDataAtLimits) {
+  const DataHeader d{kU64Max, kSegmentsMax - 1, kSegmentBytesMax - kDataPayloadBytesMax,
+                     kDataPayloadBytesMax};
+  Result<DataHeader> got = decode_data(data_frame(d));
+  ASSERT_TRUE(got.ok()) << to_string(got.error());
+  EXPECT_EQ(*got, d);
+}
+
+TEST(FrameCodec, AcceptsDataBatchAtLimits) {
+  std::vector<BatchEntry> entries(kSegmentsMax);
+  for (uint32_t i = 0; i < kSegmentsMax; ++i) {
+    entries[i] = BatchEntry{i, static_cast<uint32_t>(kBatchPayloadBytesMax / kSegmentsMax), i};
+  }
+  const Bytes b = batch_frame(3, entries);
+  EXPECT_EQ(b.size(), kHeaderBytes + kBatchBodyBytesMax);
+  Result<DataBatch> d = decode_data_batch(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->payload_bytes, kBatchPayloadBytesMax);
+  EXPECT_EQ(d->entries[kSegmentsMax - 1], entries.back());
+}
+
+// ---- Encoders refuse what decoders would reject. ----
+
+TEST(FrameCodec, EncodersRejectWhatDecodersReject) {
+  Bytes out(1 << 20);
+  const std::string long_key(kKeyBytesMax + 1, 'x');
+  const std::string long_message(kMessageBytesMax + 1, 'x');
+
+  Hello h = sample_hello();
+  h.key = long_key;
+  EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kKeyTooLong);
+  h.key = "";
+  EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kBadField);
+  h = sample_hello();
+  h.stripe = kStripesMax;
+  EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kBadField);
+  h = sample_hello();
+  h.version_min = 2;
+  EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kBadVersion);
+
+  HelloAck a = sample_hello_ack();
+  a.message = long_message;
+  EXPECT_EQ(encode_hello_ack(a, out).error(), DecodeError::kLengthOverLimit);
+  a = sample_hello_ack();
+  a.status = kStatusCodeMax + 1;
+  EXPECT_EQ(encode_hello_ack(a, out).error(), DecodeError::kBadField);
+
+  EXPECT_EQ(encode_request(OpKind::kWrite, 1, {}, out).error(), DecodeError::kBadField);
+  std::vector<Segment> too_many(kSegmentsMax + 1, Segment{1, 0, 1});
+  EXPECT_EQ(encode_request(OpKind::kWrite, 1, too_many, out).error(),
+            DecodeError::kTooManySegments);
+  const std::vector<Segment> overflow = {{1, kU64Max, 2}};
+  EXPECT_EQ(encode_request(OpKind::kRead, 1, overflow, out).error(), DecodeError::kOffsetOverflow);
+  const std::vector<Segment> zero = {{1, 0, 0}};
+  EXPECT_EQ(encode_request(OpKind::kRead, 1, zero, out).error(), DecodeError::kBadField);
+
+  Completion c = sample_completion();
+  c.status = 1000;
+  EXPECT_EQ(encode_completion(c, out).error(), DecodeError::kBadField);
+
+  EXPECT_EQ(encode_data(DataHeader{1, 0, 0, 0}, out).error(), DecodeError::kBadField);
+  EXPECT_EQ(encode_data(DataHeader{1, kSegmentsMax, 0, 1}, out).error(),
+            DecodeError::kTooManySegments);
+  EXPECT_EQ(encode_data(DataHeader{1, 0, 0, kDataPayloadBytesMax + 1}, out).error(),
+            DecodeError::kLengthOverLimit);
+  EXPECT_EQ(encode_data(DataHeader{1, 0, kU64Max, 1}, out).error(), DecodeError::kOffsetOverflow);
+
+  EXPECT_EQ(encode_data_batch(1, {}, out).error(), DecodeError::kBadField);
+  const std::vector<BatchEntry> big(kSegmentsMax, BatchEntry{0, 1u << 31, 0});
+  EXPECT_EQ(encode_data_batch(1, big, out).error(), DecodeError::kLengthOverLimit);
+}
+
+TEST(FrameCodec, EncodersRejectEveryShortBuffer) {
+  for (Kind k : kAllKinds) {
+    const size_t full = valid_frame(k).size();
+    for (size_t n = 0; n < full; ++n) {
+      SCOPED_TRACE(std::string(kind_name(k)) + " buffer " + std::to_string(n));
+      Bytes out(n);
+      Result<size_t> r = size_t{0};
+      switch (k) {
+        case Kind::kHello:
+          r = encode_hello(sample_hello(), out);
+          break;
+        case Kind::kHelloAck:
+          r = encode_hello_ack(sample_hello_ack(), out);
+          break;
+        case Kind::kRequest:
+          r = encode_request(OpKind::kWrite, 1234, kSegments, out);
+          break;
+        case Kind::kCompletion:
+          r = encode_completion(sample_completion(), out);
+          break;
+        case Kind::kData:
+          r = encode_data(sample_data(), out);
+          break;
+        case Kind::kDataBatch:
+          r = encode_data_batch(55, kEntries, out);
+          break;
+      }
+      EXPECT_EQ(r.error(), DecodeError::kBufferTooSmall);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ringxfer::wire

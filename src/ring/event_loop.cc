@@ -1,0 +1,180 @@
+#include "ring/event_loop.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <future>
+
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+
+namespace ringxfer::ring {
+namespace {
+
+int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::start(const RingOptions& options,
+                                                            std::string name, int cpu) {
+  std::unique_ptr<EventLoop> loop(new EventLoop());
+  loop->name_ = std::move(name);
+  loop->wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (loop->wake_fd_ < 0) {
+    return base::errno_to_status(errno, "eventfd");
+  }
+  std::promise<absl::Status> created;
+  std::future<absl::Status> result = created.get_future();
+  EventLoop* self = loop.get();
+  loop->thread_ = std::thread([self, options, cpu, &created]() {
+    self->thread_id_ = std::this_thread::get_id();
+    pthread_setname_np(pthread_self(), self->name_.substr(0, 15).c_str());
+    if (cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+        RX_LOG(kWarn, "%s: could not pin to cpu %d; running unpinned", self->name_, cpu);
+      }
+    }
+    absl::StatusOr<std::unique_ptr<Ring>> ring = Ring::create(options);
+    if (!ring.ok()) {
+      created.set_value(ring.status());
+      return;
+    }
+    self->ring_ = std::move(*ring);
+    self->features_ = self->ring_->features();
+    created.set_value(absl::OkStatus());
+    self->run(options, cpu);
+  });
+  absl::Status st = result.get();
+  if (!st.ok()) {
+    loop->thread_.join();
+    return st;
+  }
+  return loop;
+}
+
+EventLoop::~EventLoop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+    thread_.join();
+  }
+  ring_.reset();
+  if (wake_fd_ >= 0) {
+    ::close(wake_fd_);
+  }
+}
+
+void EventLoop::post(absl::AnyInvocable<void() &&> fn) {
+  if (tasks_.push(std::move(fn))) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void EventLoop::set_handler(uint8_t kind, CompletionHandler* handler) noexcept {
+  RX_CHECK(kind != 0 && kind != kWakeKind);
+  handlers_[kind] = handler;
+}
+
+void EventLoop::set_tick(absl::AnyInvocable<void()> tick, int64_t period_ns) {
+  tick_ = std::move(tick);
+  tick_period_ns_ = period_ns;
+  next_tick_ns_ = now_ns() + period_ns;
+}
+
+void EventLoop::arm_wake() noexcept {
+  io_uring_sqe* sqe = ring_->sqe(Tag{kWakeKind, 0, 0, 0}.pack());
+  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof(wake_buf_), 0);
+}
+
+void EventLoop::dispatch(const io_uring_cqe& cqe) noexcept {
+  if (cqe.user_data == kTagIgnore) {
+    return;
+  }
+  const Tag tag = Tag::unpack(cqe.user_data);
+  if (tag.kind == kWakeKind) {
+    arm_wake();
+    return;
+  }
+  CompletionHandler* h = handlers_[tag.kind];
+  if (h == nullptr) {
+    ++stale_;
+    return;
+  }
+  h->on_completion(tag, cqe.res, cqe.flags);
+}
+
+void EventLoop::publish_counters() noexcept {
+  const RingCounters& c = ring_->counters();
+  pub_sqes_.store(c.sqes, std::memory_order_relaxed);
+  pub_enters_.store(c.enters, std::memory_order_relaxed);
+  pub_cqes_.store(c.cqes, std::memory_order_relaxed);
+  pub_full_.store(c.full_flushes, std::memory_order_relaxed);
+  pub_tasks_.store(tasks_run_, std::memory_order_relaxed);
+  pub_stale_.store(stale_, std::memory_order_relaxed);
+}
+
+LoopCounters EventLoop::counters() const noexcept {
+  LoopCounters c;
+  c.ring.sqes = pub_sqes_.load(std::memory_order_relaxed);
+  c.ring.enters = pub_enters_.load(std::memory_order_relaxed);
+  c.ring.cqes = pub_cqes_.load(std::memory_order_relaxed);
+  c.ring.full_flushes = pub_full_.load(std::memory_order_relaxed);
+  c.tasks = pub_tasks_.load(std::memory_order_relaxed);
+  c.stale = pub_stale_.load(std::memory_order_relaxed);
+  c.wakeups = wakeups_.load(std::memory_order_relaxed);
+  return c;
+}
+
+void EventLoop::run(const RingOptions&, int) {
+  arm_wake();
+  next_tick_ns_ = now_ns() + tick_period_ns_;
+  auto on_cqe = [this](const io_uring_cqe& cqe) { dispatch(cqe); };
+  while (!stop_.load(std::memory_order_acquire)) {
+    // Tasks first (they queue SQEs), then completions; then one enter that submits
+    // all of it and, when nothing is pending, sleeps until a CQE, a wake or the tick.
+    bool busy = false;
+    const unsigned ran = tasks_.run(256);
+    tasks_run_ += ran;
+    busy |= ran != 0;
+    busy |= ring_->reap(on_cqe) != 0;
+    const int64_t now = now_ns();
+    if (now >= next_tick_ns_) {
+      next_tick_ns_ = now + tick_period_ns_;
+      if (tick_) {
+        tick_();
+      }
+    }
+    publish_counters();
+    int64_t wait_ns = 0;
+    if (!busy && tasks_.prepare_sleep()) {
+      wait_ns = next_tick_ns_ - now > 0 ? next_tick_ns_ - now : 0;
+    }
+    const int ret = ring_->submit_and_wait(wait_ns);
+    tasks_.awake();
+    if (ret < 0) {
+      RX_LOG(kError, "%s: io_uring_enter failed: %s", name_,
+             base::errno_to_status(-ret, "submit").ToString());
+    }
+  }
+  // Drain completions of what is still in flight so nothing is left referencing
+  // memory the owners are about to free; owners cancel their ops before stopping.
+  ring_->reap(on_cqe);
+  publish_counters();
+}
+
+}  // namespace ringxfer::ring

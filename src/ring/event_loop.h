@@ -1,0 +1,92 @@
+// ring::EventLoop is one ring thread: it creates its Ring on that thread, runs tasks
+// handed over from other threads, dispatches every CQE by its Tag's kind to the
+// handler registered for that kind, and calls a periodic tick (for deadlines). A
+// loop turn submits everything its handlers queued in one io_uring_enter.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "ring/ring.h"
+#include "ring/tag.h"
+#include "ring/task_queue.h"
+
+namespace ringxfer::ring {
+
+// Receives the CQEs of one tag kind. Runs on the loop thread; must not throw.
+class CompletionHandler {
+ public:
+  virtual ~CompletionHandler() = default;
+  virtual void on_completion(Tag tag, int32_t res, uint32_t flags) noexcept = 0;
+};
+
+struct LoopCounters {
+  RingCounters ring;
+  uint64_t wakeups = 0;  // eventfd writes by other threads
+  uint64_t tasks = 0;    // tasks run
+  uint64_t stale = 0;    // CQEs with no handler for their kind
+};
+
+class EventLoop {
+ public:
+  // The kind the loop itself uses for its eventfd read.
+  static constexpr uint8_t kWakeKind = 255;
+
+  // Starts the thread and creates the ring on it; fails with the ring's error.
+  static absl::StatusOr<std::unique_ptr<EventLoop>> start(const RingOptions& options,
+                                                          std::string name, int cpu = -1);
+  // Stops and joins. Tasks still queued are dropped without running.
+  ~EventLoop();
+
+  // Any thread. Runs `fn` on the loop thread soon; wakes it only if it sleeps.
+  void post(absl::AnyInvocable<void() &&> fn);
+
+  // Loop thread (or before traffic of that kind). `handler` must outlive the loop.
+  void set_handler(uint8_t kind, CompletionHandler* handler) noexcept;
+  // Loop thread: called about every `period_ns` and after each turn that ran work.
+  void set_tick(absl::AnyInvocable<void()> tick, int64_t period_ns);
+
+  // Loop thread only.
+  Ring& ring() noexcept { return *ring_; }
+  bool in_loop_thread() const noexcept { return std::this_thread::get_id() == thread_id_; }
+
+  // Any thread: a copy that may be slightly stale.
+  LoopCounters counters() const noexcept;
+  const RingFeatures& features() const noexcept { return features_; }
+
+ private:
+  EventLoop() = default;
+  void run(const RingOptions& options, int cpu);
+  void arm_wake() noexcept;
+  void dispatch(const io_uring_cqe& cqe) noexcept;
+  void publish_counters() noexcept;
+
+  std::unique_ptr<Ring> ring_;
+  RingFeatures features_;
+  TaskQueue tasks_;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+  std::array<CompletionHandler*, 256> handlers_{};
+  absl::AnyInvocable<void()> tick_;
+  int64_t tick_period_ns_ = 100'000'000;
+  int64_t next_tick_ns_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::thread::id thread_id_;
+  std::string name_;
+
+  // Counters published by the loop thread for other threads to read.
+  std::atomic<uint64_t> pub_sqes_{0}, pub_enters_{0}, pub_cqes_{0}, pub_full_{0}, pub_tasks_{0},
+      pub_stale_{0};
+  std::atomic<uint64_t> wakeups_{0};
+  uint64_t tasks_run_ = 0;
+  uint64_t stale_ = 0;
+};
+
+}  // namespace ringxfer::ring

@@ -1,0 +1,212 @@
+#include "ring/ring.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+
+namespace ringxfer::ring {
+namespace {
+
+// Opcodes every connection relies on; SEND_ZC is optional.
+constexpr struct {
+  int op;
+  const char* name;
+} kRequiredOps[] = {
+    {IORING_OP_ACCEPT, "ACCEPT"},   {IORING_OP_CONNECT, "CONNECT"},
+    {IORING_OP_SEND, "SEND"},       {IORING_OP_RECV, "RECV"},
+    {IORING_OP_SENDMSG, "SENDMSG"}, {IORING_OP_RECVMSG, "RECVMSG"},
+    {IORING_OP_READ, "READ"},       {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+};
+
+absl::Status unavailable(int err) {
+  return absl::UnavailableError(absl::StrFormat(
+      "io_uring is not available: io_uring_setup failed with %s (errno %d). ringxfer needs "
+      "Linux 6.0 or newer with io_uring enabled: check sysctl kernel.io_uring_disabled=0, and "
+      "in a container allow the io_uring_setup/io_uring_enter/io_uring_register syscalls "
+      "(Docker's default seccomp profile blocks them: run with --security-opt "
+      "seccomp=<profile allowing io_uring> or seccomp=unconfined)",
+      std::strerror(err), err));
+}
+
+}  // namespace
+
+std::string RingFeatures::describe() const {
+  return absl::StrFormat(
+      "single_issuer=%d defer_taskrun=%d coop_taskrun=%d sqpoll=%d send_zc=%d "
+      "zc_report_usage=%d ext_arg=%d",
+      single_issuer, defer_taskrun, coop_taskrun, sqpoll, send_zc, zc_report_usage, ext_arg);
+}
+
+absl::StatusOr<std::unique_ptr<Ring>> Ring::create(const RingOptions& options) {
+  std::unique_ptr<Ring> r(new Ring());
+  io_uring_params p{};
+  // Try the best mode first and step down; each step is one flag set the running
+  // kernel may not know (SINGLE_ISSUER 6.0, DEFER_TASKRUN 6.1, COOP_TASKRUN 5.19).
+  struct Mode {
+    unsigned flags;
+    bool single, defer, coop;
+  };
+  const unsigned base = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+  const Mode modes[] = {
+      {base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, true, true, false},
+      {base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+       true, false, true},
+      {base | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, false, false, true},
+      {base, false, false, false},
+  };
+  int err = EINVAL;
+  for (const Mode& m : modes) {
+    p = io_uring_params{};
+    p.flags = m.flags;
+    p.cq_entries = options.entries * 4;
+    if (options.sqpoll) {
+      // SQPOLL cannot be combined with DEFER_TASKRUN.
+      if (m.defer) {
+        continue;
+      }
+      p.flags |= IORING_SETUP_SQPOLL;
+      p.sq_thread_idle = options.sqpoll_idle_ms;
+    }
+    err = -io_uring_queue_init_params(options.entries, &r->ring_, &p);
+    if (err == 0) {
+      r->features_.single_issuer = m.single;
+      r->features_.defer_taskrun = m.defer;
+      r->features_.coop_taskrun = m.coop;
+      r->features_.sqpoll = options.sqpoll;
+      break;
+    }
+    if (err != EINVAL) {
+      break;
+    }
+  }
+  if (err != 0) {
+    if (err == ENOSYS || err == EPERM || err == EACCES) {
+      return unavailable(err);
+    }
+    return base::errno_to_status(err, "io_uring_queue_init");
+  }
+  r->initialized_ = true;
+  r->features_.ext_arg = (p.features & IORING_FEAT_EXT_ARG) != 0;
+
+  io_uring_probe* probe = io_uring_get_probe_ring(&r->ring_);
+  if (probe == nullptr) {
+    return absl::UnavailableError(
+        "io_uring: the kernel does not support opcode probing "
+        "(IORING_REGISTER_PROBE, Linux 5.6); ringxfer needs Linux 6.0+");
+  }
+  for (const auto& op : kRequiredOps) {
+    if (!io_uring_opcode_supported(probe, op.op)) {
+      io_uring_free_probe(probe);
+      return absl::UnavailableError(absl::StrFormat(
+          "io_uring: the kernel does not support IORING_OP_%s, which ringxfer needs; use Linux "
+          "6.0 or newer",
+          op.name));
+    }
+  }
+  r->features_.send_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) &&
+                         io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
+  io_uring_free_probe(probe);
+  // Usage reports came with 6.2, one release after SEND_ZC; the probe cannot tell, so
+  // the first notification without the flag's effect is the fallback (see transport).
+  r->features_.zc_report_usage = r->features_.send_zc;
+  if (!r->features_.ext_arg) {
+    return absl::UnavailableError(
+        "io_uring: the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11); use Linux 6.0 or newer");
+  }
+  return r;
+}
+
+Ring::~Ring() {
+  if (initialized_) {
+    io_uring_queue_exit(&ring_);
+  }
+}
+
+io_uring_sqe* Ring::sqe(uint64_t user_data) noexcept {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (s == nullptr) [[unlikely]] {
+    // The SQ is full: hand it to the kernel and take a slot from the emptied queue.
+    ++counters_.full_flushes;
+    flush();
+    s = io_uring_get_sqe(&ring_);
+    while (s == nullptr) {
+      // SQPOLL may not have consumed yet; this only waits on the kernel thread.
+      flush();
+      s = io_uring_get_sqe(&ring_);
+    }
+  }
+  io_uring_sqe_set_data64(s, user_data);
+  return s;
+}
+
+unsigned Ring::queued() const noexcept { return io_uring_sq_ready(&ring_); }
+
+int Ring::flush() noexcept {
+  const unsigned n = io_uring_sq_ready(&ring_);
+  if (n == 0) {
+    return 0;
+  }
+  const int ret = io_uring_submit(&ring_);
+  if (!features_.sqpoll || (*ring_.sq.kflags & IORING_SQ_NEED_WAKEUP) != 0) {
+    ++counters_.enters;
+  }
+  if (ret > 0) {
+    counters_.sqes += static_cast<uint64_t>(ret);
+  }
+  return ret;
+}
+
+int Ring::submit_and_wait(int64_t timeout_ns) noexcept {
+  const unsigned n = io_uring_sq_ready(&ring_);
+  if (n == 0 && io_uring_cq_ready(&ring_) > 0) {
+    return 0;  // work is already waiting: no need to enter the kernel
+  }
+  if (timeout_ns == 0) {
+    // GETEVENTS without waiting: with DEFER_TASKRUN completions are only posted by an
+    // enter that asks for events, so a busy loop must not use a plain submit.
+    const int ret = io_uring_submit_and_get_events(&ring_);
+    ++counters_.enters;
+    if (ret >= 0) {
+      counters_.sqes += n;
+      return 0;
+    }
+    return ret == -EINTR || ret == -EBUSY || ret == -EAGAIN ? 0 : ret;
+  }
+  io_uring_cqe* cqe = nullptr;
+  int ret;
+  if (timeout_ns < 0) {
+    ret = io_uring_submit_and_wait(&ring_, 1);
+  } else {
+    __kernel_timespec ts{};
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    // With EXT_ARG this is one io_uring_enter that submits and waits.
+    ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  }
+  ++counters_.enters;
+  if (ret >= 0) {
+    counters_.sqes += n;
+    return 0;
+  }
+  if (ret == -ETIME || ret == -EINTR || ret == -EBUSY || ret == -EAGAIN) {
+    // The SQEs were submitted before the wait ran out (EXT_ARG semantics).
+    counters_.sqes += n - io_uring_sq_ready(&ring_);
+    return 0;
+  }
+  return ret;
+}
+
+absl::Status Ring::register_buffers(const struct iovec* iovs, unsigned count) noexcept {
+  const int ret = io_uring_register_buffers(&ring_, iovs, count);
+  if (ret < 0) {
+    return base::errno_to_status(-ret, "io_uring_register_buffers");
+  }
+  return absl::OkStatus();
+}
+
+void Ring::unregister_buffers() noexcept { (void)io_uring_unregister_buffers(&ring_); }
+
+}  // namespace ringxfer::ring

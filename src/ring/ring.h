@@ -1,0 +1,115 @@
+// ring::Ring owns one io_uring and is used by exactly one thread, the one that
+// created it (IORING_SETUP_SINGLE_ISSUER). It queues SQEs, submits everything queued
+// in one io_uring_enter per loop turn, reaps CQEs in batches and counts what it does.
+// It knows nothing of sockets' meaning, frames or peers.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace ringxfer::ring {
+
+// Kernel ABI the Debian liburing 2.3 headers predate (Linux 6.2,
+// io_uring/notif.h): ask SEND_ZC notifications to report whether the kernel copied.
+inline constexpr unsigned kSendZcReportUsage = 1U << 3;    // IORING_SEND_ZC_REPORT_USAGE
+inline constexpr uint32_t kNotifUsageZcCopied = 1U << 31;  // IORING_NOTIF_USAGE_ZC_COPIED
+
+struct RingOptions {
+  unsigned entries = 256;  // SQ size; the CQ gets 4x (many sends finish with two CQEs)
+  bool sqpoll = false;     // a kernel thread polls the SQ (costs a core)
+  unsigned sqpoll_idle_ms = 50;
+};
+
+// What the kernel granted; each false field fell back with one log line.
+struct RingFeatures {
+  bool single_issuer = false;
+  bool defer_taskrun = false;
+  bool coop_taskrun = false;
+  bool sqpoll = false;
+  bool send_zc = false;          // IORING_OP_SEND_ZC / SENDMSG_ZC
+  bool zc_report_usage = false;  // notifications say when the kernel copied
+  bool ext_arg = false;          // waits with a timeout need no timeout SQE
+  std::string describe() const;
+};
+
+struct RingCounters {
+  uint64_t sqes = 0;          // SQEs submitted
+  uint64_t enters = 0;        // io_uring_enter calls made by this ring
+  uint64_t cqes = 0;          // CQEs reaped
+  uint64_t full_flushes = 0;  // times a full SQ forced an early submit
+};
+
+class Ring {
+ public:
+  // Creates the ring on the calling thread, which becomes its only submitter. Fails
+  // with kUnavailable and a message saying what to change when io_uring is missing or
+  // blocked (old kernel, seccomp, sysctl), or when an opcode ringxfer relies on is not
+  // supported.
+  static absl::StatusOr<std::unique_ptr<Ring>> create(const RingOptions& options);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // A free SQE, tagged with `user_data`. When the SQ is full it submits what is queued
+  // first; never returns null.
+  io_uring_sqe* sqe(uint64_t user_data) noexcept;
+
+  // SQEs queued and not yet submitted.
+  unsigned queued() const noexcept;
+
+  // Submits everything queued and waits up to `timeout_ns` (negative: forever, 0: no
+  // wait) for at least one CQE, in one io_uring_enter. Returns a negative errno only
+  // for errors other than a timeout or an interrupted wait.
+  int submit_and_wait(int64_t timeout_ns) noexcept;
+
+  // Reaps every available CQE in batches: copies a batch, advances the CQ once, then
+  // calls fn(const io_uring_cqe&) for each (handlers may queue new SQEs). Returns the
+  // number reaped.
+  template <typename Fn>
+  unsigned reap(Fn&& fn) noexcept {
+    unsigned total = 0;
+    for (;;) {
+      io_uring_cqe* batch[kReapBatch];
+      const unsigned n = io_uring_peek_batch_cqe(&ring_, batch, kReapBatch);
+      if (n == 0) {
+        return total;
+      }
+      io_uring_cqe copies[kReapBatch];
+      for (unsigned i = 0; i < n; ++i) {
+        copies[i] = *batch[i];
+      }
+      io_uring_cq_advance(&ring_, n);
+      counters_.cqes += n;
+      total += n;
+      for (unsigned i = 0; i < n; ++i) {
+        fn(static_cast<const io_uring_cqe&>(copies[i]));
+      }
+    }
+  }
+
+  // Registers `count` fixed buffers. Fails (without logging) when the memlock limit or
+  // the kernel refuses; callers fall back to plain buffers.
+  absl::Status register_buffers(const struct iovec* iovs, unsigned count) noexcept;
+  void unregister_buffers() noexcept;
+
+  const RingFeatures& features() const noexcept { return features_; }
+  const RingCounters& counters() const noexcept { return counters_; }
+  int fd() const noexcept { return ring_.ring_fd; }
+
+ private:
+  static constexpr unsigned kReapBatch = 64;
+  Ring() = default;
+  int flush() noexcept;
+
+  io_uring ring_{};
+  bool initialized_ = false;
+  RingFeatures features_;
+  RingCounters counters_;
+};
+
+}  // namespace ringxfer::ring

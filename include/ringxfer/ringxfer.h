@@ -2,4 +2,8 @@
 // headers; nothing from liburing or src/.
 #pragma once
 
+#include "ringxfer/config.h"
+#include "ringxfer/descriptors.h"
+#include "ringxfer/engine.h"
+#include "ringxfer/status.h"
 #include "ringxfer/version.h"

@@ -1,0 +1,64 @@
+// EngineConfig: every knob of an engine, with its default and its valid range.
+// validate() names the first bad field. Part of the public API: std and absl only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace ringxfer {
+
+struct SocketOptions {
+  // SO_SNDBUF / SO_RCVBUF in bytes; 0 keeps the kernel's autotuning (recommended).
+  // Range 0 or 4 KiB..1 GiB.
+  int send_buffer_bytes = 0;
+  int recv_buffer_bytes = 0;
+  // TCP keepalive (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT): on by default so a silent
+  // peer is found even with no transfer pending. Seconds 1..86400, count 1..100.
+  bool keepalive = true;
+  int keepalive_idle_s = 30;
+  int keepalive_interval_s = 10;
+  int keepalive_count = 3;
+  // TCP_NODELAY on every connection (small frames must not wait for Nagle).
+  bool nodelay = true;
+};
+
+struct EngineConfig {
+  // Address to listen on: an IPv4 or IPv6 literal or a host name. Non-empty.
+  std::string host = "127.0.0.1";
+  // 0 binds an ephemeral port; desc().port then carries the real one.
+  uint16_t port = 0;
+  // Ring threads, each with one io_uring; fixed for the engine's life, whatever the
+  // number of peers. 1..64.
+  int rings = 1;
+  // Data connections per peer, besides the control connection. 1..16.
+  int stripes = 8;
+  // Every transfer fails with kDeadlineExceeded when it has not finished within this;
+  // it also bounds connecting and unacknowledged data (TCP_USER_TIMEOUT).
+  // 1 ms..1 hour.
+  std::chrono::milliseconds timeout{30000};
+  // Transfers of at least this many bytes are cut into chunks spread over the data
+  // connections; smaller ones travel with their request on the control connection.
+  // 1 B..1 GiB.
+  uint64_t stripe_threshold_bytes = 256 * 1024;
+  // Largest data frame of a striped transfer. 4 KiB..1 GiB.
+  uint64_t chunk_bytes = 1 << 20;
+  // Sends of at least this many bytes use IORING_OP_SEND_ZC / SENDMSG_ZC when the
+  // kernel has it; 0 disables zero-copy. Loopback and veth copy anyway.
+  uint64_t zerocopy_threshold_bytes = 0;
+  // Submission queue entries per ring. 16..32768, a power of two.
+  unsigned ring_entries = 512;
+  // A kernel thread polls each ring's submission queue (IORING_SETUP_SQPOLL).
+  bool sqpoll = false;
+  // Pin ring thread i to cpu ring_cpus[i % size]; empty: no pinning.
+  std::vector<int> ring_cpus;
+  SocketOptions socket;
+
+  // OK, or kInvalidArgument naming the first field out of range and its value.
+  absl::Status validate() const;
+};
+
+}  // namespace ringxfer

@@ -1,0 +1,152 @@
+// ringxfer::Engine: one endpoint of one-sided transfers between registered memory
+// regions over TCP. An engine listens on its own port, connects to the engines it is
+// told about, and moves bytes with a fixed set of io_uring ring threads.
+//
+// Thread-safety: every method may be called from any thread, concurrently.
+// Errors: calls return absl::Status / StatusOr. An argument error is reported at the
+// call, naming the argument, and sends nothing; once a transfer has started, its
+// outcome is on its TransferStatus.
+// Public API: std and absl only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "ringxfer/config.h"
+#include "ringxfer/descriptors.h"
+#include "ringxfer/status.h"
+
+namespace ringxfer {
+
+namespace detail {
+class EngineImpl;
+}
+
+// Counters of one engine, read with Engine::stats(). Monotonic since creation.
+struct EngineStats {
+  uint64_t bytes_sent = 0;           // payload bytes put on the wire
+  uint64_t bytes_received = 0;       // payload bytes placed into memory
+  uint64_t transfers_initiated = 0;  // writes and reads started by this engine
+  uint64_t transfers_served = 0;     // writes and reads served for other engines
+  uint64_t transfers_failed = 0;     // initiated transfers that failed
+  uint64_t sqes = 0;                 // SQEs submitted, all rings
+  uint64_t enters = 0;               // io_uring_enter calls, all rings
+  uint64_t cqes = 0;                 // CQEs reaped, all rings
+  uint64_t wakeups = 0;              // cross-thread eventfd wake-ups
+  uint64_t zerocopy_sends = 0;       // SEND_ZC / SENDMSG_ZC operations
+  uint64_t zerocopy_copied = 0;      // of those, reported copied by the kernel
+  uint64_t short_sends = 0;          // sends that moved less than asked (resubmitted)
+  uint64_t short_recvs = 0;          // receives that got less than asked (resubmitted)
+  uint64_t timeouts = 0;             // transfers failed by the operation timeout
+  uint64_t connections_opened = 0;
+  uint64_t connections_closed = 0;
+  uint64_t hostile_frames = 0;  // malformed or out-of-bounds frames (connection closed)
+  int ring_threads = 0;
+};
+
+class Session;
+
+class Engine {
+ public:
+  // Starts the ring threads and the listener. kInvalidArgument names a bad config
+  // field; kUnavailable says when io_uring cannot be used here and what to change.
+  static absl::StatusOr<std::unique_ptr<Engine>> create(std::string key, EngineConfig config = {});
+  // Fails every pending transfer (kUnavailable), closes connections, joins threads.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const EngineDesc& desc() const;
+  const EngineConfig& config() const;
+
+  // Remote engines: registering resolves the host name once; connections open on the
+  // first transfer. Deregistering fails that engine's pending transfers.
+  absl::Status register_remote_engine(const EngineDesc& remote);
+  absl::Status deregister_remote_engine(const EngineDesc& remote);
+
+  // Local memory. The caller keeps [ptr, ptr+size) valid until deregister_memory(),
+  // and does not deregister it while transfers use it.
+  absl::StatusOr<MemoryDesc> register_memory(void* ptr, uint64_t size,
+                                             MemoryLocation location = MemoryLocation::kCpu,
+                                             int device_id = -1);
+  absl::Status deregister_memory(const MemoryDesc& desc);
+
+  // A transfer id not used before by this engine (ids are per initiator and peer; the
+  // caller may also pick its own).
+  uint64_t allocate_transfer_id();
+
+  // local -> remote: size bytes from local at local_offset to remote at remote_offset.
+  // Success means the bytes are in the remote engine's memory.
+  absl::StatusOr<StatusHandle> write(const MemoryDesc& local, uint64_t local_offset,
+                                     const MemoryDesc& remote, uint64_t remote_offset,
+                                     uint64_t size, uint64_t transfer_id);
+  // remote -> local.
+  absl::StatusOr<StatusHandle> read(const MemoryDesc& local, uint64_t local_offset,
+                                    const MemoryDesc& remote, uint64_t remote_offset, uint64_t size,
+                                    uint64_t transfer_id);
+  // Many (local offset, remote offset, size) triples between one pair, as one transfer
+  // with one status. The three spans have the same length, 1..8192.
+  absl::StatusOr<StatusHandle> batch_write(const MemoryDesc& local,
+                                           std::span<const uint64_t> local_offsets,
+                                           const MemoryDesc& remote,
+                                           std::span<const uint64_t> remote_offsets,
+                                           std::span<const uint64_t> sizes, uint64_t transfer_id);
+  absl::StatusOr<StatusHandle> batch_read(const MemoryDesc& local,
+                                          std::span<const uint64_t> local_offsets,
+                                          const MemoryDesc& remote,
+                                          std::span<const uint64_t> remote_offsets,
+                                          std::span<const uint64_t> sizes, uint64_t transfer_id);
+
+  // Binds a local/remote pair once (validated now) for repeated transfers.
+  absl::StatusOr<std::unique_ptr<Session>> create_session(const MemoryDesc& local,
+                                                          const MemoryDesc& remote);
+
+  // Target side: the outcome of the transfer `transfer_id` that engine `remote_key`
+  // made to or from this engine's memory, returned once (then forgotten); nullptr when
+  // it has not finished (or was already popped). Up to kInboundStatusesMax per peer are
+  // kept; the oldest are dropped beyond that.
+  StatusHandle pop_inbound_status(std::string_view remote_key, uint64_t transfer_id);
+  static constexpr size_t kInboundStatusesMax = 1 << 16;
+
+  EngineStats stats() const;
+
+ private:
+  friend class Session;
+  explicit Engine(std::unique_ptr<detail::EngineImpl> impl);
+  std::unique_ptr<detail::EngineImpl> impl_;
+};
+
+// A local/remote memory pair bound once. Same semantics as the engine's calls.
+class Session {
+ public:
+  ~Session();
+  uint64_t allocate_transfer_id();
+  absl::StatusOr<StatusHandle> write(uint64_t local_offset, uint64_t remote_offset, uint64_t size,
+                                     uint64_t transfer_id);
+  absl::StatusOr<StatusHandle> read(uint64_t local_offset, uint64_t remote_offset, uint64_t size,
+                                    uint64_t transfer_id);
+  absl::StatusOr<StatusHandle> batch_write(std::span<const uint64_t> local_offsets,
+                                           std::span<const uint64_t> remote_offsets,
+                                           std::span<const uint64_t> sizes, uint64_t transfer_id);
+  absl::StatusOr<StatusHandle> batch_read(std::span<const uint64_t> local_offsets,
+                                          std::span<const uint64_t> remote_offsets,
+                                          std::span<const uint64_t> sizes, uint64_t transfer_id);
+  // False once either memory is deregistered or the remote engine is deregistered.
+  bool alive() const;
+  const MemoryDesc& local() const { return local_; }
+  const MemoryDesc& remote() const { return remote_; }
+
+ private:
+  friend class Engine;
+  Session(Engine* engine, MemoryDesc local, MemoryDesc remote);
+  Engine* engine_;
+  MemoryDesc local_;
+  MemoryDesc remote_;
+};
+
+}  // namespace ringxfer

@@ -1,0 +1,76 @@
+// TransferStatus: the state of one transfer (or one batch), shared between the caller
+// and the engine. It is in progress, or already final, when the call that made it
+// returns, and it becomes final in the background: polling is enough. Thread-safe.
+// Public API: std and absl only.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace ringxfer {
+
+enum class TransferState : uint8_t { kInit = 0, kInProgress = 1, kSucceeded = 2, kFailed = 3 };
+
+// Codes a failed transfer carries (absl canonical codes):
+//   kInvalidArgument    a bad argument (reported at the call, never on a status)
+//   kNotFound           the remote memory id is not registered there
+//   kOutOfRange         offset+size beyond the remote region
+//   kFailedPrecondition bad state (for example a deregistered engine)
+//   kDeadlineExceeded   the operation timeout ran out
+//   kUnavailable        the connection was refused, lost or closed
+//   kPermissionDenied   access denied by the remote engine
+//   kResourceExhausted  a limit of the remote engine
+class TransferStatus {
+ public:
+  explicit TransferStatus(uint64_t transfer_id) noexcept : id_(transfer_id) {}
+
+  uint64_t transfer_id() const noexcept { return id_; }
+  TransferState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  bool init() const noexcept { return state() == TransferState::kInit; }
+  bool in_progress() const noexcept { return state() == TransferState::kInProgress; }
+  bool succeeded() const noexcept { return state() == TransferState::kSucceeded; }
+  bool failed() const noexcept { return state() == TransferState::kFailed; }
+  bool done() const noexcept { return succeeded() || failed(); }
+
+  // OK once succeeded; the failure once failed; kUnavailable "in progress" before.
+  absl::Status status() const;
+  absl::StatusCode code() const { return status().code(); }
+  std::string message() const { return std::string(status().message()); }
+
+  // Blocks (without spinning) until final or `timeout` passes; returns done().
+  bool wait(std::chrono::nanoseconds timeout) const;
+  void wait() const;
+
+  // Calls `fn` once, on the thread that finishes the transfer (or now, on this thread,
+  // if it is final already). `fn` must be quick and must not block.
+  void on_done(std::function<void()> fn);
+
+  // Engine side.
+  void set_in_progress() noexcept;
+  // First call wins; later ones are ignored. Returns whether this call finished it.
+  bool finish(absl::Status result);
+
+ private:
+  const uint64_t id_;
+  std::atomic<TransferState> state_{TransferState::kInit};
+  mutable absl::Mutex mu_;
+  absl::Status result_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> on_done_ ABSL_GUARDED_BY(mu_);
+};
+
+using StatusHandle = std::shared_ptr<TransferStatus>;
+
+// Waits for every status (timeout < 0: without limit; 0: just polls; > 0: one deadline
+// for all). Returns OK when all succeeded, the first failure in list order once all
+// are final, or kDeadlineExceeded when the deadline passed with some still running.
+absl::Status wait_all(std::span<const StatusHandle> statuses, std::chrono::milliseconds timeout);
+
+}  // namespace ringxfer

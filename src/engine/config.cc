@@ -1,0 +1,63 @@
+#include "ringxfer/config.h"
+#include "absl/strings/str_format.h"
+
+namespace ringxfer {
+namespace {
+
+template <typename T>
+absl::Status range(const char* field, T value, T lo, T hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("EngineConfig.%s = %d is out of range [%d, %d]", field, value, lo, hi));
+  }
+  return absl::OkStatus();
+}
+
+#define RX_CHECK_FIELD(expr)  \
+  do {                        \
+    absl::Status s_ = (expr); \
+    if (!s_.ok()) {           \
+      return s_;              \
+    }                         \
+  } while (false)
+
+absl::Status buffer(const char* field, int bytes) {
+  if (bytes != 0 && (bytes < 4096 || bytes > (1 << 30))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "EngineConfig.socket.%s = %d: use 0 (kernel autotuning) or 4096..1073741824", field,
+        bytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EngineConfig::validate() const {
+  if (host.empty()) {
+    return absl::InvalidArgumentError("EngineConfig.host is empty");
+  }
+  RX_CHECK_FIELD(range<int>("rings", rings, 1, 64));
+  RX_CHECK_FIELD(range<int>("stripes", stripes, 1, 16));
+  RX_CHECK_FIELD(range<int64_t>("timeout (ms)", timeout.count(), 1, 3'600'000));
+  RX_CHECK_FIELD(
+      range<uint64_t>("stripe_threshold_bytes", stripe_threshold_bytes, 1, uint64_t{1} << 30));
+  RX_CHECK_FIELD(range<uint64_t>("chunk_bytes", chunk_bytes, 4096, uint64_t{1} << 30));
+  RX_CHECK_FIELD(
+      range<uint64_t>("zerocopy_threshold_bytes", zerocopy_threshold_bytes, 0, uint64_t{1} << 30));
+  RX_CHECK_FIELD(range<unsigned>("ring_entries", ring_entries, 16, 32768));
+  if ((ring_entries & (ring_entries - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("EngineConfig.ring_entries = %d is not a power of two", ring_entries));
+  }
+  for (int cpu : ring_cpus) {
+    RX_CHECK_FIELD(range<int>("ring_cpus[]", cpu, 0, 4095));
+  }
+  RX_CHECK_FIELD(buffer("send_buffer_bytes", socket.send_buffer_bytes));
+  RX_CHECK_FIELD(buffer("recv_buffer_bytes", socket.recv_buffer_bytes));
+  RX_CHECK_FIELD(range<int>("socket.keepalive_idle_s", socket.keepalive_idle_s, 1, 86400));
+  RX_CHECK_FIELD(range<int>("socket.keepalive_interval_s", socket.keepalive_interval_s, 1, 86400));
+  RX_CHECK_FIELD(range<int>("socket.keepalive_count", socket.keepalive_count, 1, 100));
+  return absl::OkStatus();
+}
+
+}  // namespace ringxfer

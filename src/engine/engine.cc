@@ -1,0 +1,426 @@
+#include "ringxfer/engine.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "memory/registry.h"
+#include "transport/transport.h"
+#include "wire/limits.h"
+
+namespace ringxfer {
+namespace detail {
+
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) {
+    return "unknown";
+  }
+  return buf;
+}
+
+transport::Config transport_config(const std::string& key, const EngineConfig& c) {
+  transport::Config t;
+  t.key = key;
+  t.host = c.host;
+  t.port = c.port;
+  t.rings = c.rings;
+  t.stripes = c.stripes;
+  t.timeout_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(c.timeout).count();
+  t.stripe_threshold_bytes = c.stripe_threshold_bytes;
+  t.chunk_bytes = c.chunk_bytes;
+  t.zerocopy_threshold_bytes = c.zerocopy_threshold_bytes;
+  t.ring_entries = c.ring_entries;
+  t.sqpoll = c.sqpoll;
+  t.ring_cpus = c.ring_cpus;
+  t.socket.send_buffer_bytes = c.socket.send_buffer_bytes;
+  t.socket.recv_buffer_bytes = c.socket.recv_buffer_bytes;
+  t.socket.keepalive = c.socket.keepalive;
+  t.socket.keepalive_idle_s = c.socket.keepalive_idle_s;
+  t.socket.keepalive_interval_s = c.socket.keepalive_interval_s;
+  t.socket.keepalive_count = c.socket.keepalive_count;
+  t.socket.nodelay = c.socket.nodelay;
+  return t;
+}
+
+}  // namespace
+
+class EngineImpl {
+ public:
+  EngineDesc desc;
+  EngineConfig config;
+  memory::Registry registry;
+  std::atomic<uint64_t> next_id{1};
+
+  absl::Mutex mu;
+  absl::flat_hash_map<std::string, EngineDesc> remotes ABSL_GUARDED_BY(mu);
+  // (peer key, transfer id) pairs in flight from this engine.
+  absl::flat_hash_set<std::pair<std::string, uint64_t>> inflight ABSL_GUARDED_BY(mu);
+
+  struct InboundStore {
+    absl::flat_hash_map<uint64_t, StatusHandle> by_id;
+    std::deque<uint64_t> order;  // oldest first, for eviction
+  };
+  absl::Mutex inbound_mu;
+  absl::flat_hash_map<std::string, InboundStore> inbound ABSL_GUARDED_BY(inbound_mu);
+
+  // Declared last: destroyed first, while everything it calls back into still exists.
+  std::unique_ptr<transport::Transport> transport;
+
+  void record_inbound(const std::string& peer, uint64_t id, absl::Status st) {
+    auto h = std::make_shared<TransferStatus>(id);
+    h->set_in_progress();
+    h->finish(std::move(st));
+    absl::MutexLock lock(&inbound_mu);
+    InboundStore& s = inbound[peer];
+    if (s.by_id.insert_or_assign(id, std::move(h)).second) {
+      s.order.push_back(id);
+    }
+    while (s.by_id.size() > Engine::kInboundStatusesMax && !s.order.empty()) {
+      s.by_id.erase(s.order.front());
+      s.order.pop_front();
+    }
+    if (s.order.size() > 2 * Engine::kInboundStatusesMax) {
+      std::erase_if(s.order, [&](uint64_t i) { return !s.by_id.contains(i); });
+    }
+  }
+
+  // Checks one transfer's arguments; nothing is sent when this fails.
+  absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote) {
+    if (local.engine_key != desc.key) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("local memory %d belongs to engine %s, not to this engine %s", local.id,
+                          local.engine_key, desc.key));
+    }
+    std::optional<memory::Region> r = registry.find(local.id);
+    if (!r.has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("local memory %d is not registered (or was deregistered) in engine %s",
+                          local.id, desc.key));
+    }
+    if (r->size != local.size || reinterpret_cast<uint64_t>(r->base) != local.address) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("local memory descriptor %d does not match its registration", local.id));
+    }
+    if (local.location == MemoryLocation::kGpu || remote.location == MemoryLocation::kGpu) {
+      return absl::UnimplementedError(
+          "GPU memory transfers need the GPU staging path, which this build does not have yet");
+    }
+    absl::MutexLock lock(&mu);
+    if (!remotes.contains(remote.engine_key)) {
+      return absl::NotFoundError(absl::StrFormat(
+          "remote engine %s is not registered with engine %s", remote.engine_key, desc.key));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<StatusHandle> transfer(wire::OpKind op, const MemoryDesc& local,
+                                        std::span<const uint64_t> local_offsets,
+                                        const MemoryDesc& remote,
+                                        std::span<const uint64_t> remote_offsets,
+                                        std::span<const uint64_t> sizes, uint64_t id) {
+    const char* verb = op == wire::OpKind::kWrite ? "write" : "read";
+    if (sizes.size() != local_offsets.size() || sizes.size() != remote_offsets.size()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: local_offsets (%d), remote_offsets (%d) and sizes (%d) differ in length", verb,
+          local_offsets.size(), remote_offsets.size(), sizes.size()));
+    }
+    if (sizes.empty() || sizes.size() > wire::kSegmentsMax) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: %d transfers in one batch; use 1..%d",
+                                                        verb, sizes.size(), wire::kSegmentsMax));
+    }
+    if (absl::Status st = check_pair(local, remote); !st.ok()) {
+      return st;
+    }
+    std::vector<transport::Piece> pieces;
+    pieces.reserve(sizes.size());
+    const bool batch = sizes.size() > 1;
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::string idx = batch ? absl::StrFormat("[%d]", i) : "";
+      const uint64_t n = sizes[i];
+      if (n == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: size%s is 0", verb, idx));
+      }
+      if (!memory::range_inside(local_offsets[i], n, local.size)) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "%s: local_offset%s %d + size%s %d is beyond local memory %d of %d bytes", verb, idx,
+            local_offsets[i], idx, n, local.id, local.size));
+      }
+      if (!memory::range_inside(remote_offsets[i], n, remote.size)) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "%s: remote_offset%s %d + size%s %d is beyond remote memory %d of %d bytes", verb, idx,
+            remote_offsets[i], idx, n, remote.id, remote.size));
+      }
+      if (n > wire::kSegmentBytesMax || total + n > wire::kTransferBytesMax) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: %d bytes in one transfer is over the limit of %d", verb, total + n,
+                            wire::kTransferBytesMax));
+      }
+      total += n;
+      pieces.push_back(
+          transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
+                           remote.id, remote_offsets[i], n});
+    }
+    {
+      absl::MutexLock lock(&mu);
+      if (!inflight.emplace(remote.engine_key, id).second) {
+        return absl::AlreadyExistsError(absl::StrFormat(
+            "%s: transfer id %d is already in flight to %s", verb, id, remote.engine_key));
+      }
+    }
+    auto status = std::make_shared<TransferStatus>(id);
+    status->set_in_progress();
+    transport->start(remote.engine_key, op, id, std::move(pieces),
+                     [this, status, key = remote.engine_key, id](absl::Status st) {
+                       {
+                         absl::MutexLock lock(&mu);
+                         inflight.erase(std::make_pair(key, id));
+                       }
+                       status->finish(std::move(st));
+                     });
+    return status;
+  }
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// Engine
+
+Engine::Engine(std::unique_ptr<detail::EngineImpl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineConfig config) {
+  if (key.empty() || key.size() > wire::kKeyBytesMax) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("engine key must be 1..%d bytes, got %d", wire::kKeyBytesMax, key.size()));
+  }
+  if (absl::Status st = config.validate(); !st.ok()) {
+    return st;
+  }
+  auto impl = std::make_unique<detail::EngineImpl>();
+  impl->config = config;
+  detail::EngineImpl* raw = impl.get();
+  absl::StatusOr<std::unique_ptr<transport::Transport>> t =
+      transport::Transport::create(detail::transport_config(key, config), &impl->registry,
+                                   [raw](const std::string& peer, uint64_t id, absl::Status st) {
+                                     raw->record_inbound(peer, id, std::move(st));
+                                   });
+  if (!t.ok()) {
+    return t.status();
+  }
+  impl->transport = std::move(*t);
+  EngineDesc& d = impl->desc;
+  d.key = std::move(key);
+  d.hostname = detail::host_name();
+  d.node_id = d.hostname;
+  d.host = config.host;
+  d.port = impl->transport->port();
+  d.pid = static_cast<int32_t>(getpid());
+  d.protocol_version = wire::kVersionMax;
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const EngineDesc& Engine::desc() const { return impl_->desc; }
+const EngineConfig& Engine::config() const { return impl_->config; }
+
+absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
+  if (remote.key.empty() || remote.key.size() > wire::kKeyBytesMax) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("register_remote_engine: key must be 1..%d bytes", wire::kKeyBytesMax));
+  }
+  if (remote.port == 0 || remote.host.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("register_remote_engine: engine %s has no address (host \"%s\", port %d)",
+                        remote.key, remote.host, remote.port));
+  }
+  absl::StatusOr<std::pair<sockaddr_storage, socklen_t>> addr =
+      transport::resolve_address(remote.host, remote.port);
+  if (!addr.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("register_remote_engine %s: %s", remote.key, addr.status().message()));
+  }
+  {
+    absl::MutexLock lock(&impl_->mu);
+    impl_->remotes.insert_or_assign(remote.key, remote);
+  }
+  impl_->transport->add_peer(remote.key, addr->first, addr->second);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->remotes.erase(remote.key) == 0) {
+      return absl::NotFoundError(
+          absl::StrFormat("deregister_remote_engine: %s is not registered", remote.key));
+    }
+  }
+  impl_->transport->remove_peer(remote.key);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
+                                                   MemoryLocation location, int device_id) {
+  if (location == MemoryLocation::kGpu) {
+    return absl::UnimplementedError(
+        "register_memory: GPU memory needs the GPU staging path, which this build does not have "
+        "yet");
+  }
+  absl::StatusOr<memory::Region> r =
+      impl_->registry.add(ptr, size, memory::Location::kCpu, device_id);
+  if (!r.ok()) {
+    return r.status();
+  }
+  MemoryDesc d;
+  d.engine_key = impl_->desc.key;
+  d.id = r->id;
+  d.device_id = device_id;
+  d.size = size;
+  d.location = location;
+  d.address = reinterpret_cast<uint64_t>(ptr);
+  return d;
+}
+
+absl::Status Engine::deregister_memory(const MemoryDesc& desc) {
+  if (desc.engine_key != impl_->desc.key) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("deregister_memory: memory %d belongs to engine %s, not %s", desc.id,
+                        desc.engine_key, impl_->desc.key));
+  }
+  return impl_->registry.remove(desc.id);
+}
+
+uint64_t Engine::allocate_transfer_id() {
+  return impl_->next_id.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::StatusOr<StatusHandle> Engine::write(const MemoryDesc& local, uint64_t local_offset,
+                                           const MemoryDesc& remote, uint64_t remote_offset,
+                                           uint64_t size, uint64_t transfer_id) {
+  return impl_->transfer(wire::OpKind::kWrite, local, {&local_offset, 1}, remote,
+                         {&remote_offset, 1}, {&size, 1}, transfer_id);
+}
+
+absl::StatusOr<StatusHandle> Engine::read(const MemoryDesc& local, uint64_t local_offset,
+                                          const MemoryDesc& remote, uint64_t remote_offset,
+                                          uint64_t size, uint64_t transfer_id) {
+  return impl_->transfer(wire::OpKind::kRead, local, {&local_offset, 1}, remote,
+                         {&remote_offset, 1}, {&size, 1}, transfer_id);
+}
+
+absl::StatusOr<StatusHandle> Engine::batch_write(const MemoryDesc& local,
+                                                 std::span<const uint64_t> local_offsets,
+                                                 const MemoryDesc& remote,
+                                                 std::span<const uint64_t> remote_offsets,
+                                                 std::span<const uint64_t> sizes,
+                                                 uint64_t transfer_id) {
+  return impl_->transfer(wire::OpKind::kWrite, local, local_offsets, remote, remote_offsets, sizes,
+                         transfer_id);
+}
+
+absl::StatusOr<StatusHandle> Engine::batch_read(const MemoryDesc& local,
+                                                std::span<const uint64_t> local_offsets,
+                                                const MemoryDesc& remote,
+                                                std::span<const uint64_t> remote_offsets,
+                                                std::span<const uint64_t> sizes,
+                                                uint64_t transfer_id) {
+  return impl_->transfer(wire::OpKind::kRead, local, local_offsets, remote, remote_offsets, sizes,
+                         transfer_id);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Engine::create_session(const MemoryDesc& local,
+                                                                const MemoryDesc& remote) {
+  if (absl::Status st = impl_->check_pair(local, remote); !st.ok()) {
+    return st;
+  }
+  return std::unique_ptr<Session>(new Session(this, local, remote));
+}
+
+StatusHandle Engine::pop_inbound_status(std::string_view remote_key, uint64_t transfer_id) {
+  absl::MutexLock lock(&impl_->inbound_mu);
+  auto it = impl_->inbound.find(std::string(remote_key));
+  if (it == impl_->inbound.end()) {
+    return nullptr;
+  }
+  auto node = it->second.by_id.extract(transfer_id);
+  if (node.empty()) {
+    return nullptr;
+  }
+  return std::move(node.mapped());
+}
+
+EngineStats Engine::stats() const {
+  const transport::Counters& c = impl_->transport->counters();
+  const transport::LoopStats l = impl_->transport->loop_stats();
+  EngineStats s;
+  s.bytes_sent = c.bytes_sent.load();
+  s.bytes_received = c.bytes_received.load();
+  s.transfers_initiated = c.transfers_initiated.load();
+  s.transfers_served = c.transfers_served.load();
+  s.transfers_failed = c.transfers_failed.load();
+  s.sqes = l.sqes;
+  s.enters = l.enters;
+  s.cqes = l.cqes;
+  s.wakeups = l.wakeups;
+  s.zerocopy_sends = c.zerocopy_sends.load();
+  s.zerocopy_copied = c.zerocopy_copied.load();
+  s.short_sends = c.short_sends.load();
+  s.short_recvs = c.short_recvs.load();
+  s.timeouts = c.timeouts.load();
+  s.connections_opened = c.connections_opened.load();
+  s.connections_closed = c.connections_closed.load();
+  s.hostile_frames = c.hostile_frames.load();
+  s.ring_threads = impl_->config.rings;
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Session
+
+Session::Session(Engine* engine, MemoryDesc local, MemoryDesc remote)
+    : engine_(engine), local_(std::move(local)), remote_(std::move(remote)) {}
+Session::~Session() = default;
+
+uint64_t Session::allocate_transfer_id() { return engine_->allocate_transfer_id(); }
+
+absl::StatusOr<StatusHandle> Session::write(uint64_t local_offset, uint64_t remote_offset,
+                                            uint64_t size, uint64_t transfer_id) {
+  return engine_->write(local_, local_offset, remote_, remote_offset, size, transfer_id);
+}
+absl::StatusOr<StatusHandle> Session::read(uint64_t local_offset, uint64_t remote_offset,
+                                           uint64_t size, uint64_t transfer_id) {
+  return engine_->read(local_, local_offset, remote_, remote_offset, size, transfer_id);
+}
+absl::StatusOr<StatusHandle> Session::batch_write(std::span<const uint64_t> local_offsets,
+                                                  std::span<const uint64_t> remote_offsets,
+                                                  std::span<const uint64_t> sizes,
+                                                  uint64_t transfer_id) {
+  return engine_->batch_write(local_, local_offsets, remote_, remote_offsets, sizes, transfer_id);
+}
+absl::StatusOr<StatusHandle> Session::batch_read(std::span<const uint64_t> local_offsets,
+                                                 std::span<const uint64_t> remote_offsets,
+                                                 std::span<const uint64_t> sizes,
+                                                 uint64_t transfer_id) {
+  return engine_->batch_read(local_, local_offsets, remote_, remote_offsets, sizes, transfer_id);
+}
+
+bool Session::alive() const {
+  if (!engine_->impl_->registry.find(local_.id).has_value()) {
+    return false;
+  }
+  absl::MutexLock lock(&engine_->impl_->mu);
+  return engine_->impl_->remotes.contains(remote_.engine_key);
+}
+
+}  // namespace ringxfer

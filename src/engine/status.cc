@@ -1,0 +1,102 @@
+#include "ringxfer/status.h"
+
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+
+namespace ringxfer {
+
+absl::Status TransferStatus::status() const {
+  const TransferState s = state();
+  if (s == TransferState::kSucceeded) {
+    return absl::OkStatus();
+  }
+  if (s == TransferState::kFailed) {
+    absl::MutexLock lock(&mu_);
+    return result_;
+  }
+  return absl::UnavailableError(s == TransferState::kInit ? "not started" : "in progress");
+}
+
+bool TransferStatus::wait(std::chrono::nanoseconds timeout) const {
+  if (done()) {
+    return true;
+  }
+  absl::MutexLock lock(&mu_);
+  auto is_done = [this] { return done(); };
+  if (timeout.count() < 0) {
+    mu_.Await(absl::Condition(&is_done));
+    return true;
+  }
+  return mu_.AwaitWithTimeout(absl::Condition(&is_done), absl::FromChrono(timeout));
+}
+
+void TransferStatus::wait() const { (void)wait(std::chrono::nanoseconds(-1)); }
+
+void TransferStatus::on_done(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!done()) {
+      on_done_ = std::move(fn);
+      return;
+    }
+  }
+  fn();
+}
+
+void TransferStatus::set_in_progress() noexcept {
+  TransferState expected = TransferState::kInit;
+  state_.compare_exchange_strong(expected, TransferState::kInProgress, std::memory_order_acq_rel);
+}
+
+bool TransferStatus::finish(absl::Status result) {
+  std::function<void()> callback;
+  {
+    absl::MutexLock lock(&mu_);
+    if (done()) {
+      return false;
+    }
+    const bool ok = result.ok();
+    result_ = std::move(result);
+    // Await() re-evaluates its condition when the mutex is released.
+    state_.store(ok ? TransferState::kSucceeded : TransferState::kFailed,
+                 std::memory_order_release);
+    callback = std::move(on_done_);
+  }
+  if (callback) {
+    callback();
+  }
+  return true;
+}
+
+absl::Status wait_all(std::span<const StatusHandle> statuses, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (const StatusHandle& s : statuses) {
+    if (s == nullptr) {
+      return absl::InvalidArgumentError("wait_all: a status is null");
+    }
+    if (timeout.count() < 0) {
+      s->wait();
+    } else if (timeout.count() == 0) {
+      if (!s->done()) {
+        return absl::DeadlineExceededError("wait_all: transfers still in progress");
+      }
+    } else {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (!s->wait(std::max(left, std::chrono::steady_clock::duration::zero()))) {
+        return absl::DeadlineExceededError(
+            absl::StrFormat("wait_all: transfer %d still in progress after %d ms", s->transfer_id(),
+                            timeout.count()));
+      }
+    }
+  }
+  for (const StatusHandle& s : statuses) {
+    if (s->failed()) {
+      return s->status();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ringxfer

@@ -1,0 +1,134 @@
+// The transport's internal state: transfers on both sides, queued send items,
+// connections with their receive state machine, and peers. Everything here is owned by
+// one ring thread (a Worker) and touched only by it.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "transport/transport.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport::detail {
+
+struct Peer;
+
+// A transfer this engine initiated.
+struct OutOp {
+  Peer* peer = nullptr;  // peers live as long as their worker
+  uint64_t id = 0;
+  wire::OpKind kind = wire::OpKind::kWrite;
+  std::vector<Piece> pieces;
+  uint64_t total = 0;
+  int64_t deadline_ns = 0;
+  DoneFn done;
+  // Kernel operations that still reference `pieces` memory: send items not fully
+  // sent, zero-copy notifications not yet posted, payload receives in flight.
+  int pending = 0;
+  uint64_t received = 0;  // read: payload bytes placed
+  bool remote_done = false;
+  bool failed = false;
+  bool finished = false;
+  absl::Status result;
+};
+
+// A transfer another engine made to or from this engine's memory.
+struct InOp {
+  Peer* peer = nullptr;
+  uint64_t id = 0;
+  wire::OpKind kind = wire::OpKind::kWrite;
+  std::vector<iovec> segments;  // resolved local ranges, in request order
+  uint64_t total = 0;
+  uint64_t received = 0;  // write: payload bytes placed or discarded
+  int64_t deadline_ns = 0;
+  int pending = 0;  // read: send items and notifications outstanding
+  absl::Status status;
+  bool reported = false;         // the inbound status was recorded
+  bool completion_sent = false;  // the completion frame was queued
+};
+
+// One frame to send: header and body bytes it owns, then payload it points to.
+struct SendItem {
+  std::vector<std::byte> frame;
+  std::vector<iovec> iov;  // iov[0] covers `frame`
+  size_t pos = 0;          // first iovec not fully sent
+  size_t off = 0;          // bytes of iov[pos] already sent
+  uint64_t payload = 0;    // payload bytes (counters)
+  bool zero_copy = false;
+  std::shared_ptr<OutOp> out;  // the transfer whose memory the payload is, if any
+  std::shared_ptr<InOp> in;
+};
+
+enum class ConnState : uint8_t { kConnecting, kHandshake, kReady, kClosing };
+// What the one receive in flight (or the next one) is for.
+enum class RxState : uint8_t { kFrame, kPayload, kDiscard, kParked };
+
+struct Conn {
+  uint32_t slot = 0;
+  uint16_t gen = 0;
+  int fd = -1;
+  bool outbound = false;  // this engine connected (it initiates transfers on it)
+  wire::ChannelKind channel = wire::ChannelKind::kControl;
+  uint8_t stripe = 0;
+  Peer* peer = nullptr;  // null until an accepted connection says hello
+  ConnState state = ConnState::kConnecting;
+  int inflight = 0;  // SQEs of this connection in the kernel
+  int64_t since_ns = 0;
+  std::string name;  // for messages: "control to decode-0", "data 3 from prefill-1"
+
+  // Send side: one send (or sendmsg) in flight at a time, covering tx_items items.
+  std::deque<SendItem> txq;
+  bool tx_busy = false;
+  size_t tx_items = 0;
+  std::vector<iovec> tx_iov;
+  msghdr tx_msg{};
+
+  // Receive side.
+  RxState rx = RxState::kFrame;
+  bool rx_busy = false;
+  std::vector<std::byte> rxbuf;  // the current frame's header and body
+  size_t rx_have = 0;
+  size_t rx_want = 0;
+  size_t rx_asked = 0;     // bytes the receive in flight asked for
+  bool rx_header = false;  // the current frame's header is decoded into fh
+  wire::FrameHeader fh;
+  std::vector<iovec> rx_iov;  // payload destinations
+  size_t rx_pos = 0;
+  uint64_t rx_left = 0;
+  msghdr rx_msg{};
+  std::shared_ptr<OutOp> rx_out;  // read payload being received into initiator memory
+  std::shared_ptr<InOp> rx_in;    // write payload being received into target memory
+  uint64_t parked_id = 0;
+  std::unique_ptr<std::byte[]> scratch;
+};
+
+struct Peer {
+  std::string key;
+  bool has_addr = false;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+
+  // Connections this engine opened; it sends requests on them.
+  Conn* out_ctrl = nullptr;
+  std::vector<Conn*> out_data;
+  unsigned next_stripe = 0;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<OutOp>> out_ops;
+  std::deque<std::shared_ptr<OutOp>> backlog;  // over kOutboundOpsMaxPerPeer
+
+  // Connections the peer opened; it sends requests on them.
+  Conn* in_ctrl = nullptr;
+  std::vector<Conn*> in_data;  // kStripesMax slots
+  unsigned next_in_stripe = 0;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<InOp>> in_ops;
+  std::vector<Conn*> parked;  // data connections waiting for a request
+};
+
+}  // namespace ringxfer::transport::detail

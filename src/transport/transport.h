@@ -1,0 +1,119 @@
+// transport::Transport: peers, their control and data connections, the handshake, and
+// the per-connection send and receive state machines that move frames between
+// registered memory and sockets, all driven by io_uring completions on a fixed set of
+// ring threads. Uses wire (frames), ring (event loops) and memory (the registry).
+// Knows nothing of the public API: the engine adapts it.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "memory/registry.h"
+#include "wire/frames.h"
+
+namespace ringxfer::transport {
+
+struct SocketConfig {
+  int send_buffer_bytes = 0;
+  int recv_buffer_bytes = 0;
+  bool keepalive = true;
+  int keepalive_idle_s = 30;
+  int keepalive_interval_s = 10;
+  int keepalive_count = 3;
+  bool nodelay = true;
+};
+
+struct Config {
+  std::string key;
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  int rings = 1;
+  int stripes = 8;
+  int64_t timeout_ns = 30'000'000'000;
+  uint64_t stripe_threshold_bytes = 256 * 1024;
+  uint64_t chunk_bytes = 1 << 20;
+  uint64_t zerocopy_threshold_bytes = 0;  // 0: off
+  unsigned ring_entries = 512;
+  bool sqpoll = false;
+  std::vector<int> ring_cpus;
+  SocketConfig socket;
+};
+
+// Limits of what one peer may have in flight toward this engine, and what this engine
+// has in flight toward one peer (more wait locally).
+inline constexpr size_t kInboundOpsMaxPerPeer = 8192;
+inline constexpr size_t kOutboundOpsMaxPerPeer = 8192;
+
+// One contiguous piece of a transfer: `length` bytes at `local` and at
+// (remote_id, remote_offset) in the peer's memory.
+struct Piece {
+  std::byte* local = nullptr;
+  uint64_t remote_id = 0;
+  uint64_t remote_offset = 0;
+  uint64_t length = 0;
+};
+
+// Runs exactly once per started transfer, on a ring thread, when no send or receive
+// references the transfer's local memory any more.
+using DoneFn = absl::AnyInvocable<void(absl::Status) &&>;
+// Target side: a transfer `id` from engine `peer_key` finished (for writes: the bytes
+// are in memory; for reads: they were sent). Runs on a ring thread.
+using InboundFn = std::function<void(const std::string& peer_key, uint64_t id, absl::Status)>;
+
+struct Counters {
+  std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, transfers_initiated{0},
+      transfers_served{0}, transfers_failed{0}, zerocopy_sends{0}, zerocopy_copied{0},
+      short_sends{0}, short_recvs{0}, timeouts{0}, connections_opened{0}, connections_closed{0},
+      hostile_frames{0};
+};
+
+struct LoopStats {
+  uint64_t sqes = 0, enters = 0, cqes = 0, wakeups = 0;
+};
+
+class Transport {
+ public:
+  // Binds and listens on config.host:config.port, starts config.rings ring threads.
+  static absl::StatusOr<std::unique_ptr<Transport>> create(Config config,
+                                                           const memory::Registry* registry,
+                                                           InboundFn inbound);
+  // Fails pending transfers with kUnavailable and stops the ring threads.
+  ~Transport();
+
+  uint16_t port() const;
+  const Config& config() const;
+
+  // Thread-safe. Adds (or updates the address of) a remote engine.
+  void add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t addr_len);
+  // Thread-safe. Closes its connections and fails its pending transfers.
+  void remove_peer(const std::string& key);
+
+  // Thread-safe. Starts a transfer of `pieces` (1..wire::kSegmentsMax, each length > 0)
+  // to or from `peer_key`; `done` runs once when it is final.
+  void start(const std::string& peer_key, wire::OpKind op, uint64_t id, std::vector<Piece> pieces,
+             DoneFn done);
+
+  const Counters& counters() const;
+  LoopStats loop_stats() const;
+
+  class Impl;
+
+ private:
+  explicit Transport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Resolves "host" and "port" to a socket address (numeric first, then DNS). Blocking:
+// call at registration, never on a ring thread.
+absl::StatusOr<std::pair<sockaddr_storage, socklen_t>> resolve_address(const std::string& host,
+                                                                       uint16_t port);
+
+}  // namespace ringxfer::transport

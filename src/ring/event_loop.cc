@@ -64,13 +64,17 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::start(const RingOptions& o
   return loop;
 }
 
-EventLoop::~EventLoop() {
+void EventLoop::stop() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) {
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
     thread_.join();
   }
+}
+
+EventLoop::~EventLoop() {
+  stop();
   ring_.reset();
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);

@@ -43,6 +43,9 @@ class EventLoop {
                                                           std::string name, int cpu = -1);
   // Stops and joins. Tasks still queued are dropped without running.
   ~EventLoop();
+  // Stops the thread and joins it (idempotent); the ring stays until destruction, so
+  // handlers may still refer to this loop while it stops.
+  void stop();
 
   // Any thread. Runs `fn` on the loop thread soon; wakes it only if it sleeps.
   void post(absl::AnyInvocable<void() &&> fn);

@@ -107,7 +107,7 @@ class Worker final : public ring::CompletionHandler {
   void adopt_inbound(int fd, std::string key, wire::ChannelKind channel, uint8_t stripe,
                      uint64_t capabilities);
   void shutdown();
-  void stop_loop() { loop_.reset(); }
+  void stop_loop() { loop_->stop(); }
   // After the loop has stopped: fail what is left without touching the kernel.
   void abandon();
 
@@ -197,6 +197,9 @@ class Worker final : public ring::CompletionHandler {
     bool result_seen = false;
     std::shared_ptr<OutOp> out;
     std::shared_ptr<InOp> in;
+    // The kernel reads the frame header from here, not from the send item, which
+    // may be gone before the notification comes.
+    std::vector<std::byte> frame;
   };
   std::vector<ZcSlot> zc_;
   std::vector<uint32_t> zc_free_;
@@ -317,8 +320,8 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
         break;
       }
       if (res < 0) {
-        close_conn(c, base::errno_to_status(-res, absl::StrFormat("connect %s (%s)", c->name,
-                                                                  addr_string(c->peer->addr))));
+        close_conn(c, base::errno_to_status(
+                          -res, absl::StrFormat("connect to %s", addr_string(c->peer->addr))));
         break;
       }
       c->state = ConnState::kHandshake;
@@ -466,12 +469,6 @@ void Worker::close_conn(Conn* c, const absl::Status& why, bool hostile) {
   ::shutdown(c->fd, SHUT_RDWR);
   io_uring_sqe* sqe = loop_->ring().sqe(ring::kTagIgnore);
   io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-  // Items not yet handed to the kernel will never be sent.
-  while (c->txq.size() > c->tx_items) {
-    SendItem item = std::move(c->txq.back());
-    c->txq.pop_back();
-    item_done(item, false);
-  }
   if (c->rx == RxState::kParked) {
     c->rx = RxState::kFrame;
   }
@@ -500,11 +497,19 @@ void Worker::close_conn(Conn* c, const absl::Status& why, bool hostile) {
                 why.code() == absl::StatusCode::kFailedPrecondition
             ? absl::Status(why.code(), absl::StrFormat("%s: %s", c->name, why.message()))
             : absl::UnavailableError(absl::StrFormat("%s closed: %s", c->name, why.message()));
+    // The cause goes on the transfers first; dropping their items below must not
+    // replace it with a vaguer one.
     if (c->outbound) {
       fail_outbound(p, st);
     } else {
       fail_inbound(p, st);
     }
+  }
+  // Items not yet handed to the kernel will never be sent.
+  while (c->txq.size() > (c->tx_busy ? c->tx_items : 0)) {
+    SendItem item = std::move(c->txq.back());
+    c->txq.pop_back();
+    item_done(item, false);
   }
   maybe_release(c);
 }
@@ -640,6 +645,10 @@ void Worker::pump_tx(Conn* c) {
     z.result_seen = false;
     z.out = first.out;
     z.in = first.in;
+    if (first.pos == 0) {
+      z.frame = first.frame;
+      c->tx_iov[0].iov_base = z.frame.data() + first.off;
+    }
     // The notification keeps the transfer's memory busy until the kernel lets go.
     if (z.out) {
       ++z.out->pending;
@@ -683,6 +692,7 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
   // The kernel no longer references the buffer.
   std::shared_ptr<OutOp> out = std::move(zc_[slot].out);
   std::shared_ptr<InOp> in = std::move(zc_[slot].in);
+  zc_[slot].frame.clear();
   zc_free_.push_back(slot);
   if (out) {
     --out->pending;
@@ -1272,6 +1282,9 @@ void Worker::fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why) 
   }
   op->failed = true;
   op->result = why;
+  if (why.code() == absl::StatusCode::kDeadlineExceeded) {
+    t_->counters.timeouts.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
@@ -1647,7 +1660,6 @@ void Worker::tick() {
     }
     bool stuck = false;
     for (auto& op : late) {
-      t_->counters.timeouts.fetch_add(1, std::memory_order_relaxed);
       fail_op(op, absl::DeadlineExceededError(absl::StrFormat(
                       "transfer %d to %s did not finish within %d ms", op->id, key, timeout_ms)));
       stuck |= op->pending > 0;
@@ -1822,9 +1834,18 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
 }
 
 Transport::~Transport() {
+  std::vector<std::future<void>> shut;
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
-    wp->loop().post([wp] { wp->shutdown(); });
+    auto done = std::make_shared<std::promise<void>>();
+    shut.push_back(done->get_future());
+    wp->loop().post([wp, done] {
+      wp->shutdown();
+      done->set_value();
+    });
+  }
+  for (auto& f : shut) {
+    f.wait();
   }
   // Let the kernel finish what the shutdown cancelled, within reason.
   for (int i = 0; i < 2000; ++i) {

@@ -1,0 +1,541 @@
+// Two engines in one process over real loopback sockets.
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ringxfer/ringxfer.h"
+#include "support/raw_socket.h"
+#include "wire/codec.h"
+
+namespace ringxfer {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr auto kWait = seconds(20);
+
+// A buffer with guard bytes on both sides, so writes past a region show up.
+struct Guarded {
+  static constexpr size_t kGuard = 64;
+  std::vector<uint8_t> bytes;
+  explicit Guarded(size_t size, uint8_t fill = 0) : bytes(size + 2 * kGuard, fill) {
+    std::memset(bytes.data(), 0xA5, kGuard);
+    std::memset(bytes.data() + kGuard + size, 0x5A, kGuard);
+  }
+  uint8_t* data() { return bytes.data() + kGuard; }
+  size_t size() const { return bytes.size() - 2 * kGuard; }
+  bool guards_intact() const {
+    for (size_t i = 0; i < kGuard; ++i) {
+      if (bytes[i] != 0xA5 || bytes[bytes.size() - 1 - i] != 0x5A) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+void fill_pattern(uint8_t* p, size_t n, uint32_t seed) {
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1103515245u + 12345u;
+    p[i] = static_cast<uint8_t>(x >> 16);
+  }
+}
+
+struct Config {
+  int stripes;
+  uint64_t zerocopy_threshold;
+  int rings;
+};
+
+std::string config_name(const ::testing::TestParamInfo<Config>& info) {
+  return "stripes" + std::to_string(info.param.stripes) + "_zc" +
+         std::to_string(info.param.zerocopy_threshold) + "_rings" +
+         std::to_string(info.param.rings);
+}
+
+class EnginePair {
+ public:
+  explicit EnginePair(EngineConfig cfg = {}, const std::string& host = "127.0.0.1") {
+    cfg.host = host;
+    auto a = Engine::create("initiator", cfg);
+    auto b = Engine::create("target", cfg);
+    if (!a.ok() || !b.ok()) {
+      error = !a.ok() ? a.status() : b.status();
+      return;
+    }
+    a_ = std::move(*a);
+    b_ = std::move(*b);
+    EXPECT_TRUE(a_->register_remote_engine(b_->desc()).ok());
+    EXPECT_TRUE(b_->register_remote_engine(a_->desc()).ok());
+  }
+  Engine& a() { return *a_; }
+  Engine& b() { return *b_; }
+  absl::Status error;
+
+ private:
+  std::unique_ptr<Engine> a_, b_;
+};
+
+StatusHandle must(absl::StatusOr<StatusHandle> s) {
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : nullptr;
+}
+
+void expect_success(const StatusHandle& s) {
+  ASSERT_NE(s, nullptr);
+  ASSERT_TRUE(s->wait(kWait)) << "transfer " << s->transfer_id() << " did not finish";
+  EXPECT_TRUE(s->succeeded()) << s->status();
+}
+
+// Polls the target for the inbound status of `id`, which appears shortly after the
+// initiator's status (the target records it when it sends the completion).
+StatusHandle pop_inbound(Engine& target, const std::string& from, uint64_t id) {
+  for (int i = 0; i < 2000; ++i) {
+    if (StatusHandle s = target.pop_inbound_status(from, id)) {
+      return s;
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return nullptr;
+}
+
+class EngineTransfer : public ::testing::TestWithParam<Config> {
+ protected:
+  EngineConfig config() const {
+    EngineConfig c;
+    c.stripes = GetParam().stripes;
+    c.zerocopy_threshold_bytes = GetParam().zerocopy_threshold;
+    c.rings = GetParam().rings;
+    c.stripe_threshold_bytes = 64 * 1024;
+    c.chunk_bytes = 256 * 1024;
+    return c;
+  }
+};
+
+TEST_P(EngineTransfer, WritesAndReadsEverySizeAtUnalignedOffsets) {
+  EnginePair pair(config());
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  const std::vector<size_t> sizes = {1,     7,     8,      100,     4095,          4096,     65535,
+                                     65536, 65537, 262143, 1 << 20, (3 << 20) + 5, 64u << 20};
+  for (size_t size : sizes) {
+    SCOPED_TRACE("size " + std::to_string(size));
+    const size_t loff = 3, roff = 5;
+    Guarded src(size + loff), dst(size + roff), back(size + loff);
+    fill_pattern(src.data() + loff, size, static_cast<uint32_t>(size));
+    MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+    MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+    MemoryDesc mb = *pair.a().register_memory(back.data(), back.size());
+
+    const uint64_t wid = pair.a().allocate_transfer_id();
+    StatusHandle w = must(pair.a().write(ms, loff, md, roff, size, wid));
+    expect_success(w);
+    ASSERT_EQ(std::memcmp(src.data() + loff, dst.data() + roff, size), 0);
+    EXPECT_TRUE(dst.guards_intact());
+    EXPECT_EQ(dst.data()[0], 0);  // bytes before the offset are untouched
+
+    const uint64_t rid = pair.a().allocate_transfer_id();
+    StatusHandle r = must(pair.a().read(mb, loff, md, roff, size, rid));
+    expect_success(r);
+    ASSERT_EQ(std::memcmp(src.data() + loff, back.data() + loff, size), 0);
+    EXPECT_TRUE(back.guards_intact());
+
+    StatusHandle in_w = pop_inbound(pair.b(), "initiator", wid);
+    StatusHandle in_r = pop_inbound(pair.b(), "initiator", rid);
+    ASSERT_NE(in_w, nullptr);
+    ASSERT_NE(in_r, nullptr);
+    EXPECT_TRUE(in_w->succeeded()) << in_w->status();
+    EXPECT_TRUE(in_r->succeeded()) << in_r->status();
+    EXPECT_EQ(pair.b().pop_inbound_status("initiator", wid), nullptr) << "popped twice";
+    ASSERT_TRUE(pair.a().deregister_memory(ms).ok());
+    ASSERT_TRUE(pair.a().deregister_memory(mb).ok());
+    ASSERT_TRUE(pair.b().deregister_memory(md).ok());
+  }
+  const EngineStats s = pair.a().stats();
+  EXPECT_GT(s.bytes_sent, 64u << 20);
+  EXPECT_GT(s.bytes_received, 64u << 20);
+  EXPECT_EQ(s.hostile_frames, 0u);
+  EXPECT_EQ(s.transfers_failed, 0u);
+  if (GetParam().zerocopy_threshold > 0) {
+    EXPECT_GT(s.zerocopy_sends, 0u);
+    // Loopback copies zero-copy pages at delivery and the kernel reports it.
+    EXPECT_GT(s.zerocopy_copied, 0u);
+  }
+}
+
+TEST_P(EngineTransfer, BatchesContiguousAndStridedSegments) {
+  EnginePair pair(config());
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  struct Shape {
+    size_t count, size, stride;
+  };
+  for (Shape sh : {Shape{256, 8, 8}, Shape{256, 8, 64}, Shape{64, 65536, 65536 + 4096},
+                   Shape{3, 100000, 100003}}) {
+    SCOPED_TRACE(std::to_string(sh.count) + "x" + std::to_string(sh.size) + " stride " +
+                 std::to_string(sh.stride));
+    const size_t span = sh.count * sh.stride;
+    Guarded src(span), dst(span), back(span);
+    fill_pattern(src.data(), span, 7);
+    MemoryDesc ms = *pair.a().register_memory(src.data(), span);
+    MemoryDesc md = *pair.b().register_memory(dst.data(), span);
+    MemoryDesc mb = *pair.a().register_memory(back.data(), span);
+    std::vector<uint64_t> offs, sizes;
+    for (size_t i = 0; i < sh.count; ++i) {
+      offs.push_back(i * sh.stride);
+      sizes.push_back(sh.size);
+    }
+    const uint64_t wid = pair.a().allocate_transfer_id();
+    expect_success(must(pair.a().batch_write(ms, offs, md, offs, sizes, wid)));
+    const uint64_t rid = pair.a().allocate_transfer_id();
+    expect_success(must(pair.a().batch_read(mb, offs, md, offs, sizes, rid)));
+    for (size_t i = 0; i < sh.count; ++i) {
+      ASSERT_EQ(std::memcmp(src.data() + offs[i], dst.data() + offs[i], sh.size), 0) << i;
+      ASSERT_EQ(std::memcmp(src.data() + offs[i], back.data() + offs[i], sh.size), 0) << i;
+      // The gaps between strided segments are untouched.
+      for (size_t g = sh.size; g < sh.stride; ++g) {
+        ASSERT_EQ(dst.data()[offs[i] + g], 0) << "gap byte " << g << " of segment " << i;
+      }
+    }
+    EXPECT_TRUE(dst.guards_intact());
+    ASSERT_NE(pop_inbound(pair.b(), "initiator", wid), nullptr);
+    ASSERT_NE(pop_inbound(pair.b(), "initiator", rid), nullptr);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, EngineTransfer,
+                         ::testing::Values(Config{1, 0, 1}, Config{4, 0, 1}, Config{4, 16384, 1},
+                                           Config{4, 0, 2}),
+                         config_name);
+
+TEST(Engine, SessionsTransferAndReportAliveness) {
+  EnginePair pair;
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  std::vector<uint8_t> src(1 << 16), dst(1 << 16, 0);
+  fill_pattern(src.data(), src.size(), 3);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  absl::StatusOr<std::unique_ptr<Session>> s = pair.a().create_session(ms, md);
+  ASSERT_TRUE(s.ok()) << s.status();
+  Session& sess = **s;
+  EXPECT_TRUE(sess.alive());
+  expect_success(must(sess.write(0, 0, 1000, sess.allocate_transfer_id())));
+  const std::vector<uint64_t> offs = {1000, 5000}, sizes = {4000, 60000};
+  expect_success(must(sess.batch_write(offs, offs, sizes, sess.allocate_transfer_id())));
+  EXPECT_EQ(std::memcmp(src.data(), dst.data(), 1000), 0);
+  EXPECT_EQ(std::memcmp(src.data() + 1000, dst.data() + 1000, 4000), 0);
+  EXPECT_EQ(std::memcmp(src.data() + 5000, dst.data() + 5000, 60000), 0);
+  std::fill(src.begin(), src.end(), 0);
+  expect_success(must(sess.read(0, 0, 1 << 16, sess.allocate_transfer_id())));
+  EXPECT_EQ(src, dst);
+  ASSERT_TRUE(pair.a().deregister_remote_engine(pair.b().desc()).ok());
+  EXPECT_FALSE(sess.alive());
+  absl::StatusOr<StatusHandle> after = sess.write(0, 0, 8, sess.allocate_transfer_id());
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Engine, WorksOverIpv6Loopback) {
+  EnginePair pair(EngineConfig{}, "::1");
+  if (!pair.error.ok()) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << pair.error;
+  }
+  EXPECT_EQ(pair.a().desc().host, "::1");
+  std::vector<uint8_t> src(300000), dst(300000, 0);
+  fill_pattern(src.data(), src.size(), 9);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  expect_success(must(pair.a().write(ms, 0, md, 0, src.size(), 1)));
+  EXPECT_EQ(src, dst);
+}
+
+TEST(Engine, ReportsArgumentErrorsAtOnceAndSendsNothing) {
+  EnginePair pair;
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  Engine& a = pair.a();
+  std::vector<uint8_t> buf(4096), rbuf(4096);
+  MemoryDesc ms = *a.register_memory(buf.data(), buf.size());
+  MemoryDesc md = *pair.b().register_memory(rbuf.data(), rbuf.size());
+  auto code = [](const absl::StatusOr<StatusHandle>& s) { return s.status().code(); };
+  auto msg = [](const absl::StatusOr<StatusHandle>& s) {
+    return std::string(s.status().message());
+  };
+
+  absl::StatusOr<StatusHandle> r = a.write(ms, 0, md, 0, 0, 1);
+  EXPECT_EQ(code(r), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(msg(r).find("size is 0"), std::string::npos) << msg(r);
+
+  r = a.write(ms, 4000, md, 0, 200, 2);
+  EXPECT_EQ(code(r), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(msg(r).find("local_offset"), std::string::npos) << msg(r);
+
+  r = a.read(ms, 0, md, ~uint64_t{0}, 2, 3);
+  EXPECT_EQ(code(r), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(msg(r).find("remote_offset"), std::string::npos) << msg(r);
+
+  r = a.write(md, 0, ms, 0, 8, 4);  // the target's memory used as local
+  EXPECT_EQ(code(r), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(msg(r).find("belongs to engine target"), std::string::npos) << msg(r);
+
+  MemoryDesc stranger = md;
+  stranger.engine_key = "nobody";
+  r = a.write(ms, 0, stranger, 0, 8, 5);
+  EXPECT_EQ(code(r), absl::StatusCode::kNotFound);
+  EXPECT_NE(msg(r).find("nobody"), std::string::npos) << msg(r);
+
+  const std::vector<uint64_t> two = {0, 8}, one = {8};
+  r = a.batch_write(ms, two, md, one, two, 6);
+  EXPECT_EQ(code(r), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(msg(r).find("differ in length"), std::string::npos) << msg(r);
+  r = a.batch_write(ms, {}, md, {}, {}, 7);
+  EXPECT_EQ(code(r), absl::StatusCode::kInvalidArgument);
+  const std::vector<uint64_t> sizes = {8, 0};
+  r = a.batch_write(ms, two, md, two, sizes, 8);
+  EXPECT_NE(msg(r).find("size[1] is 0"), std::string::npos) << msg(r);
+
+  ASSERT_TRUE(a.deregister_memory(ms).ok());
+  r = a.write(ms, 0, md, 0, 8, 9);
+  EXPECT_EQ(code(r), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a.deregister_memory(ms).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(a.deregister_memory(md).code(), absl::StatusCode::kInvalidArgument);
+
+  EXPECT_EQ(a.register_memory(nullptr, 8).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.register_memory(buf.data(), 0).status().code(), absl::StatusCode::kInvalidArgument);
+  // Nothing of the above reached the wire.
+  EXPECT_EQ(a.stats().transfers_initiated, 0u);
+  EXPECT_EQ(a.stats().connections_opened, 0u);
+}
+
+TEST(Engine, RejectsBadConfigNamingTheField) {
+  EngineConfig c;
+  c.stripes = 17;
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::create("x", c);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("stripes"), std::string::npos) << e.status();
+  c = EngineConfig{};
+  c.ring_entries = 100;
+  EXPECT_NE(Engine::create("x", c).status().message().find("ring_entries"), std::string::npos);
+  c = EngineConfig{};
+  c.host = "no-such-host.invalid";
+  EXPECT_EQ(Engine::create("x", c).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Engine::create("", EngineConfig{}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Engine, RejectsDuplicateTransferIdInFlight) {
+  // A peer that accepts and never answers keeps the first transfer in flight.
+  testing::RawListener silent;
+  EngineConfig cfg;
+  cfg.timeout = milliseconds(500);
+  auto a = *Engine::create("a", cfg);
+  EngineDesc peer{"silent", "n", "h", "127.0.0.1", silent.port(), 1, 1};
+  ASSERT_TRUE(a->register_remote_engine(peer).ok());
+  std::vector<uint8_t> buf(64);
+  MemoryDesc ms = *a->register_memory(buf.data(), buf.size());
+  MemoryDesc remote{"silent", 1, -1, 64, MemoryLocation::kCpu, 0};
+  StatusHandle first = must(a->write(ms, 0, remote, 0, 8, 42));
+  absl::StatusOr<StatusHandle> dup = a->write(ms, 0, remote, 0, 8, 42);
+  EXPECT_EQ(dup.status().code(), absl::StatusCode::kAlreadyExists) << dup.status();
+  // And the first one is failed by the operation timeout, not hung.
+  ASSERT_TRUE(first->wait(seconds(5)));
+  EXPECT_EQ(first->code(), absl::StatusCode::kDeadlineExceeded) << first->status();
+  EXPECT_GE(a->stats().timeouts, 1u);
+  // The id is free again once the first transfer is final.
+  StatusHandle again = must(a->write(ms, 0, remote, 0, 8, 42));
+  ASSERT_TRUE(again->wait(seconds(5)));
+}
+
+TEST(Engine, FailsAtOnceWhenNobodyListens) {
+  auto a = *Engine::create("a");
+  EngineDesc peer{"gone", "n", "h", "127.0.0.1", testing::closed_port(), 1, 1};
+  ASSERT_TRUE(a->register_remote_engine(peer).ok());
+  std::vector<uint8_t> buf(64);
+  MemoryDesc ms = *a->register_memory(buf.data(), buf.size());
+  MemoryDesc remote{"gone", 1, -1, 64, MemoryLocation::kCpu, 0};
+  const auto t0 = std::chrono::steady_clock::now();
+  StatusHandle s = must(a->write(ms, 0, remote, 0, 8, 1));
+  ASSERT_TRUE(s->wait(seconds(5)));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(2)) << "must not wait for the timeout";
+  EXPECT_EQ(s->code(), absl::StatusCode::kUnavailable) << s->status();
+  EXPECT_NE(s->message().find("refused"), std::string::npos) << s->status();
+}
+
+TEST(Engine, FailsTransferToAnUnregisteredRemoteMemory) {
+  EnginePair pair;
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  std::vector<uint8_t> src(1 << 20), dst(1 << 20);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  ASSERT_TRUE(pair.b().deregister_memory(md).ok());
+  for (uint64_t size : {uint64_t{64}, uint64_t{1} << 20}) {
+    SCOPED_TRACE(size);
+    const uint64_t id = pair.a().allocate_transfer_id();
+    StatusHandle w = must(pair.a().write(ms, 0, md, 0, size, id));
+    ASSERT_TRUE(w->wait(kWait));
+    EXPECT_EQ(w->code(), absl::StatusCode::kNotFound) << w->status();
+    EXPECT_NE(w->message().find("reported by target"), std::string::npos) << w->status();
+    StatusHandle in = pop_inbound(pair.b(), "initiator", id);
+    ASSERT_NE(in, nullptr);
+    EXPECT_EQ(in->code(), absl::StatusCode::kNotFound);
+    StatusHandle r = must(pair.a().read(ms, 0, md, 0, size, pair.a().allocate_transfer_id()));
+    ASSERT_TRUE(r->wait(kWait));
+    EXPECT_EQ(r->code(), absl::StatusCode::kNotFound) << r->status();
+  }
+  // A descriptor that claims more than the target registered: the target refuses.
+  std::vector<uint8_t> small(100);
+  MemoryDesc msmall = *pair.b().register_memory(small.data(), small.size());
+  MemoryDesc lying = msmall;
+  lying.size = 1 << 20;
+  StatusHandle w = must(pair.a().write(ms, 0, lying, 50, 4096, pair.a().allocate_transfer_id()));
+  ASSERT_TRUE(w->wait(kWait));
+  EXPECT_EQ(w->code(), absl::StatusCode::kOutOfRange) << w->status();
+  // The engines still work afterwards.
+  MemoryDesc md2 = *pair.b().register_memory(dst.data(), dst.size());
+  expect_success(must(pair.a().write(ms, 0, md2, 0, 1 << 20, pair.a().allocate_transfer_id())));
+}
+
+TEST(Engine, CarriesAThousandTransfersInFlightFromManyThreads) {
+  EngineConfig cfg;
+  cfg.rings = 2;
+  cfg.stripes = 4;
+  EnginePair pair(cfg);
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  constexpr int kThreads = 4, kPerThread = 250, kSize = 4096 + 17;
+  std::vector<uint8_t> src(size_t{kThreads} * kPerThread * kSize), dst(src.size(), 0);
+  fill_pattern(src.data(), src.size(), 11);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  std::vector<std::vector<StatusHandle>> statuses(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const uint64_t off = (uint64_t{static_cast<uint64_t>(t)} * kPerThread + i) * kSize;
+        const bool rd = (i % 5) == 4;  // a few reads in the mix, of already written data
+        auto s = rd ? pair.a().read(ms, off, md, off, kSize, pair.a().allocate_transfer_id())
+                    : pair.a().write(ms, off, md, off, kSize, pair.a().allocate_transfer_id());
+        if (s.ok()) {
+          statuses[t].push_back(*s);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  std::vector<StatusHandle> all;
+  for (auto& v : statuses) {
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  ASSERT_EQ(all.size(), size_t{kThreads} * kPerThread);
+  absl::Status st = wait_all(all, milliseconds(30000));
+  EXPECT_TRUE(st.ok()) << st;
+  // Reads may have copied zeros back over the source (they raced their writes), so
+  // compare source and target directly: every range was written or read between them.
+  EXPECT_EQ(std::memcmp(src.data(), dst.data(), src.size()), 0);
+}
+
+TEST(Engine, WaitAllSharesOneDeadline) {
+  std::vector<StatusHandle> none;
+  EXPECT_TRUE(wait_all(none, milliseconds(-1)).ok());
+  auto pending = std::make_shared<TransferStatus>(1);
+  pending->set_in_progress();
+  std::vector<StatusHandle> v = {pending};
+  EXPECT_EQ(wait_all(v, milliseconds(0)).code(), absl::StatusCode::kDeadlineExceeded);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_all(v, milliseconds(50)).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(45));
+  std::thread t([&] {
+    std::this_thread::sleep_for(milliseconds(20));
+    pending->finish(absl::UnavailableError("peer lost"));
+  });
+  EXPECT_EQ(wait_all(v, milliseconds(-1)).code(), absl::StatusCode::kUnavailable);
+  t.join();
+}
+
+// ---- Hostile peers ----
+
+std::vector<std::byte> hello_bytes(wire::ChannelKind ch, uint8_t stripe, const std::string& key) {
+  wire::Hello h;
+  h.channel = ch;
+  h.stripe = stripe;
+  h.key = key;
+  std::vector<std::byte> b(wire::hello_frame_bytes(key.size(), 0));
+  EXPECT_TRUE(wire::encode_hello(h, b).ok());
+  return b;
+}
+
+TEST(Engine, ClosesConnectionOnGarbageAndKeepsServingOthers) {
+  EnginePair pair;
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  const uint16_t port = pair.b().desc().port;
+  {
+    testing::RawClient garbage(port);
+    ASSERT_TRUE(garbage.connected());
+    std::vector<std::byte> junk(100, std::byte{0x41});
+    garbage.send_all(junk);
+    EXPECT_TRUE(garbage.wait_closed(5000)) << "garbage must close the connection";
+  }
+  {
+    // A header that announces a body far over the limit.
+    testing::RawClient huge(port);
+    std::vector<std::byte> b = hello_bytes(wire::ChannelKind::kControl, 0, "evil");
+    b[8] = std::byte{0xff};
+    b[9] = std::byte{0xff};
+    b[10] = std::byte{0xff};
+    b[11] = std::byte{0x7f};
+    huge.send_all(b);
+    EXPECT_TRUE(huge.wait_closed(5000));
+  }
+  EXPECT_GE(pair.b().stats().hostile_frames, 2u);
+  // A real engine is unaffected.
+  std::vector<uint8_t> src(5000, 7), dst(5000, 0);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  expect_success(must(pair.a().write(ms, 0, md, 0, 5000, 77)));
+  EXPECT_EQ(src, dst);
+}
+
+TEST(Engine, DataOutsideItsSegmentClosesTheConnectionAndChangesNothing) {
+  auto target = *Engine::create("target");
+  Guarded region(4096);
+  MemoryDesc md = *target->register_memory(region.data(), region.size());
+  const uint16_t port = target->desc().port;
+
+  testing::RawClient ctrl(port);
+  ASSERT_TRUE(ctrl.connected());
+  ASSERT_TRUE(ctrl.send_all(hello_bytes(wire::ChannelKind::kControl, 0, "mallory")));
+  std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+  ASSERT_TRUE(ctrl.recv_exact(ack.data(), ack.size(), 5000)) << "no hello ack";
+  ASSERT_TRUE(wire::decode_hello_ack(ack).ok());
+  // A valid request for two 100-byte segments (the last bytes of the region, and its
+  // first bytes)...
+  const std::vector<wire::Segment> segs = {{md.id, 3996, 100}, {md.id, 0, 100}};
+  std::vector<std::byte> req(wire::request_frame_bytes(2));
+  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req).ok());
+  ASSERT_TRUE(ctrl.send_all(req));
+  // ...then a batch frame of the announced 200 bytes whose one entry runs past the
+  // end of segment 0, and so past the end of the region.
+  const std::vector<wire::BatchEntry> entries = {{0, 200, 0}};
+  std::vector<std::byte> batch(wire::data_batch_frame_bytes(1));
+  ASSERT_TRUE(wire::encode_data_batch(9, entries, batch).ok());
+  std::vector<std::byte> payload(200, std::byte{0xEE});
+  ctrl.send_all(batch);
+  ctrl.send_all(payload);
+  EXPECT_TRUE(ctrl.wait_closed(5000)) << "an out-of-segment frame must close the connection";
+  EXPECT_TRUE(region.guards_intact());
+  for (size_t i = 0; i < region.size(); ++i) {
+    ASSERT_EQ(region.data()[i], 0) << "byte " << i << " changed";
+  }
+  EXPECT_GE(target->stats().hostile_frames, 1u);
+  StatusHandle in = pop_inbound(*target, "mallory", 9);
+  ASSERT_NE(in, nullptr);
+  EXPECT_TRUE(in->failed());
+}
+
+}  // namespace
+}  // namespace ringxfer

@@ -1,0 +1,492 @@
+// ringxfer-bench: the transfer benchmark. One initiator moves batches of messages to or
+// from one target and prints the table of MORI-IO's TCP benchmark. Roles run in two
+// processes (on two hosts, or both here with --loopback). Descriptors are exchanged on
+// a small rendezvous socket at the engine port + 1 (line-based text, blocking: this is
+// the tool, not the engine).
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "ringxfer/ringxfer.h"
+
+ABSL_FLAG(std::string, role, "", "target or initiator (not needed with --loopback)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "target: address to listen on; initiator: target's");
+ABSL_FLAG(int, port, 0, "target engine port (0: ephemeral, printed); rendezvous is port+1");
+ABSL_FLAG(std::string, op, "write", "write or read");
+ABSL_FLAG(int, batch, 256, "messages per batch (1..8192)");
+ABSL_FLAG(uint64_t, min_size, 8, "smallest message size in bytes (swept in powers of two)");
+ABSL_FLAG(uint64_t, max_size, 1 << 20, "largest message size in bytes");
+ABSL_FLAG(uint64_t, stride, 0, "distance between messages in bytes (0: contiguous)");
+ABSL_FLAG(int, iters, 128, "measured batches per size");
+ABSL_FLAG(int, warmup, 8, "unmeasured batches per size");
+ABSL_FLAG(int, stripes, 8, "data connections per peer (1..16)");
+ABSL_FLAG(int, rings, 1, "ring threads per engine");
+ABSL_FLAG(uint64_t, stripe_threshold, 256 * 1024, "bytes from which a transfer is striped");
+ABSL_FLAG(uint64_t, zerocopy_threshold, 0, "bytes from which sends use SEND_ZC (0: off)");
+ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
+ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
+ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
+ABSL_FLAG(bool, verify, true, "check the data of each size once");
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ringxfer::Engine;
+using ringxfer::EngineConfig;
+using ringxfer::EngineDesc;
+using ringxfer::MemoryDesc;
+
+[[noreturn]] void die(const std::string& msg) {
+  absl::FPrintF(stderr, "ringxfer-bench: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+std::string hex(const std::string& b) {
+  static const char* d = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : b) {
+    out += d[c >> 4];
+    out += d[c & 15];
+  }
+  return out;
+}
+
+std::string unhex(std::string_view h) {
+  std::string out;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) {
+    out += static_cast<char>(std::stoi(std::string(h.substr(i, 2)), nullptr, 16));
+  }
+  return out;
+}
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec +
+         u.ru_stime.tv_usec / 1e6;
+}
+
+EngineConfig engine_config(uint16_t port) {
+  EngineConfig c;
+  c.host = absl::GetFlag(FLAGS_host);
+  c.port = port;
+  c.stripes = absl::GetFlag(FLAGS_stripes);
+  c.rings = absl::GetFlag(FLAGS_rings);
+  c.stripe_threshold_bytes = absl::GetFlag(FLAGS_stripe_threshold);
+  c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
+  return c;
+}
+
+uint64_t region_bytes() {
+  const uint64_t max = absl::GetFlag(FLAGS_max_size);
+  const uint64_t stride = std::max(absl::GetFlag(FLAGS_stride), max);
+  return stride * static_cast<uint64_t>(absl::GetFlag(FLAGS_batch));
+}
+
+// ---- Rendezvous: a line in, a line out. ----
+
+class Line {
+ public:
+  explicit Line(int fd) : fd_(fd) {}
+  ~Line() { close(fd_); }
+  bool send(const std::string& s) {
+    const std::string l = s + "\n";
+    return ::send(fd_, l.data(), l.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(l.size());
+  }
+  bool recv(std::string* out) {
+    out->clear();
+    char c;
+    while (::recv(fd_, &c, 1, 0) == 1) {
+      if (c == '\n') {
+        return true;
+      }
+      *out += c;
+    }
+    return false;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string stats_line(const Engine& e, double cpu) {
+  const ringxfer::EngineStats s = e.stats();
+  return absl::StrFormat("STATS %d %d %d %d %d %d %d %d %d %d %d %d %.6f", s.sqes, s.enters, s.cqes,
+                         s.wakeups, s.bytes_sent, s.bytes_received, s.zerocopy_sends,
+                         s.zerocopy_copied, s.short_sends, s.short_recvs, s.connections_opened,
+                         s.hostile_frames, cpu);
+}
+
+int run_target() {
+  const uint16_t port = static_cast<uint16_t>(absl::GetFlag(FLAGS_port));
+  auto engine = Engine::create("bench-target", engine_config(port));
+  if (!engine.ok()) {
+    die(engine.status().ToString());
+  }
+  std::vector<char> mem(region_bytes());
+  auto md = (*engine)->register_memory(mem.data(), mem.size());
+  if (!md.ok()) {
+    die(md.status().ToString());
+  }
+  // The rendezvous socket, on the engine port + 1.
+  const int lfd = socket((*engine)->desc().host.find(':') != std::string::npos ? AF_INET6 : AF_INET,
+                         SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  addrinfo hints{}, *ai = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  const std::string rport = std::to_string((*engine)->desc().port + 1);
+  if (getaddrinfo((*engine)->desc().host.c_str(), rport.c_str(), &hints, &ai) != 0 ||
+      bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 4) != 0) {
+    die(absl::StrFormat("rendezvous port %s: %s", rport, std::strerror(errno)));
+  }
+  freeaddrinfo(ai);
+  absl::PrintF("READY %d\n", (*engine)->desc().port);
+  std::fflush(stdout);
+  const double cpu0 = cpu_seconds();
+  for (;;) {
+    Line conn(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
+    std::string line;
+    while (conn.recv(&line)) {
+      if (line.rfind("HELLO ", 0) == 0) {
+        conn.send("DESC " + hex((*engine)->desc().pack()) + " " + hex(md->pack()));
+      } else if (line == "STATS") {
+        conn.send(stats_line(**engine, cpu_seconds() - cpu0));
+      } else if (line == "BYE") {
+        close(lfd);
+        return 0;
+      }
+    }
+  }
+}
+
+struct Remote {
+  std::unique_ptr<Line> line;
+  EngineDesc engine;
+  MemoryDesc memory;
+};
+
+Remote rendezvous(const std::string& host, uint16_t port, const Engine& self) {
+  addrinfo hints{}, *ai = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  const std::string rport = std::to_string(port + 1);
+  if (getaddrinfo(host.c_str(), rport.c_str(), &hints, &ai) != 0) {
+    die("cannot resolve " + host);
+  }
+  int fd = -1;
+  for (int i = 0; i < 100; ++i) {  // the target may still be starting
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      break;
+    }
+    close(fd);
+    fd = -1;
+    usleep(100000);
+  }
+  freeaddrinfo(ai);
+  if (fd < 0) {
+    die(absl::StrFormat("no target rendezvous at %s:%s", host, rport));
+  }
+  Remote r;
+  r.line = std::make_unique<Line>(fd);
+  std::string reply;
+  if (!r.line->send("HELLO " + hex(self.desc().pack())) || !r.line->recv(&reply)) {
+    die("rendezvous failed");
+  }
+  std::vector<std::string> parts = absl::StrSplit(reply, ' ');
+  if (parts.size() != 3 || parts[0] != "DESC") {
+    die("bad rendezvous reply: " + reply);
+  }
+  auto e = EngineDesc::unpack(unhex(parts[1]));
+  auto m = MemoryDesc::unpack(unhex(parts[2]));
+  if (!e.ok() || !m.ok()) {
+    die("bad descriptors from target");
+  }
+  r.engine = *e;
+  r.memory = *m;
+  return r;
+}
+
+struct Row {
+  uint64_t size;
+  int batch;
+  double total_mb, max_bw, avg_bw, min_lat_us, avg_lat_us;
+  bool verified;
+};
+
+void print_header(const std::string& title) {
+  const std::string bar =
+      "+-------------+-----------+----------------+---------------+---------------+--------------"
+      "+--------------+";
+  absl::PrintF("%s\n|%*s%*s|\n%s\n", bar.c_str(), static_cast<int>(52 + title.size() / 2),
+               title.c_str(), static_cast<int>(52 - title.size() / 2), "", bar.c_str());
+  absl::PrintF(
+      "| MsgSize (B) | BatchSize | TotalSize (MB) | Max BW (GB/s) | Avg BW (GB/s) | Min Lat "
+      "(us) | Avg Lat (us) |\n%s\n",
+      bar.c_str());
+}
+
+void print_row(const Row& r) {
+  absl::PrintF("| %11d | %9d | %14.2f | %13.2f | %13.2f | %12.2f | %12.2f |\n", r.size, r.batch,
+               r.total_mb, r.max_bw, r.avg_bw, r.min_lat_us, r.avg_lat_us);
+  std::fflush(stdout);
+}
+
+int run_initiator(const std::string& host, uint16_t port) {
+  const bool write = absl::GetFlag(FLAGS_op) == "write";
+  if (!write && absl::GetFlag(FLAGS_op) != "read") {
+    die("--op must be write or read");
+  }
+  const int batch = absl::GetFlag(FLAGS_batch);
+  const uint64_t min_size = absl::GetFlag(FLAGS_min_size), max_size = absl::GetFlag(FLAGS_max_size);
+  if (batch < 1 || batch > 8192 || min_size == 0 || max_size < min_size) {
+    die("need 1 <= --batch <= 8192 and 0 < --min-size <= --max-size");
+  }
+  EngineConfig cfg = engine_config(0);
+  cfg.host = host.find(':') != std::string::npos ? "::" : "0.0.0.0";
+  auto engine = Engine::create("bench-initiator", cfg);
+  if (!engine.ok()) {
+    die(engine.status().ToString());
+  }
+  Engine& e = **engine;
+  Remote remote = rendezvous(host, port, e);
+  if (absl::Status st = e.register_remote_engine(remote.engine); !st.ok()) {
+    die(st.ToString());
+  }
+  std::vector<char> mem(region_bytes()), check(region_bytes());
+  MemoryDesc local = *e.register_memory(mem.data(), mem.size());
+  MemoryDesc check_md = *e.register_memory(check.data(), check.size());
+  auto session = e.create_session(local, remote.memory);
+  if (!session.ok()) {
+    die(session.status().ToString());
+  }
+  const bool tty = isatty(2) && !absl::GetFlag(FLAGS_json);
+  if (!absl::GetFlag(FLAGS_json)) {
+    absl::PrintF(
+        "ringxfer-bench: %s, batch %d, %d iterations, %d stripes, %d ring thread(s), "
+        "target %s:%d\n",
+        write ? "write" : "read", batch, absl::GetFlag(FLAGS_iters), absl::GetFlag(FLAGS_stripes),
+        absl::GetFlag(FLAGS_rings), host, port);
+    print_header(absl::StrFormat("ringxfer TCP Benchmark: %s", write ? "write" : "read"));
+  }
+  const double cpu0 = cpu_seconds();
+  const ringxfer::EngineStats s0 = e.stats();
+  uint64_t batches = 0, bytes = 0;
+  std::vector<Row> rows;
+  int verified = 0;
+  for (uint64_t size = min_size; size <= max_size; size *= 2) {
+    const uint64_t stride = std::max(absl::GetFlag(FLAGS_stride), size);
+    std::vector<uint64_t> offs(batch), sizes(batch, size);
+    for (int i = 0; i < batch; ++i) {
+      offs[i] = i * stride;
+    }
+    if (tty) {
+      absl::FPrintF(stderr, "\r  measuring %d B ...", size);
+    }
+    auto run_once = [&](bool w, const MemoryDesc& md) -> ringxfer::StatusHandle {
+      auto st = w ? e.batch_write(md, offs, remote.memory, offs, sizes, e.allocate_transfer_id())
+                  : e.batch_read(md, offs, remote.memory, offs, sizes, e.allocate_transfer_id());
+      if (!st.ok()) {
+        die(st.status().ToString());
+      }
+      (*st)->wait();
+      if (!(*st)->succeeded()) {
+        die(absl::StrFormat("transfer failed: %s", (*st)->status().ToString()));
+      }
+      return *st;
+    };
+    bool ok = true;
+    if (absl::GetFlag(FLAGS_verify)) {
+      // Write a pattern, read it back elsewhere, compare: checks both directions.
+      for (int i = 0; i < batch; ++i) {
+        for (uint64_t j = 0; j < size; ++j) {
+          mem[offs[i] + j] = static_cast<char>((i * 131 + j * 7 + size) & 0xff);
+        }
+        std::memset(check.data() + offs[i], 0, size);
+      }
+      run_once(true, local);
+      run_once(false, check_md);
+      for (int i = 0; i < batch && ok; ++i) {
+        ok = std::memcmp(mem.data() + offs[i], check.data() + offs[i], size) == 0;
+      }
+      if (!ok) {
+        die(absl::StrFormat("data mismatch at message size %d", size));
+      }
+      ++verified;
+    }
+    for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
+      run_once(write, local);
+    }
+    double sum_us = 0, min_us = 1e300;
+    const int iters = absl::GetFlag(FLAGS_iters);
+    for (int i = 0; i < iters; ++i) {
+      const auto t0 = Clock::now();
+      run_once(write, local);
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      sum_us += us;
+      min_us = std::min(min_us, us);
+    }
+    batches += iters;
+    bytes += uint64_t(iters) * batch * size;
+    const double total = double(batch) * size;
+    Row r{
+        size,   batch,          total / 1e6, total / (min_us * 1e3), total * iters / (sum_us * 1e3),
+        min_us, sum_us / iters, ok};
+    rows.push_back(r);
+    if (tty) {
+      absl::FPrintF(stderr, "\r%*s\r", 40, "");
+    }
+    if (absl::GetFlag(FLAGS_json)) {
+      absl::PrintF(
+          "{\"op\":\"%s\",\"msg_size\":%d,\"batch\":%d,\"total_mb\":%.4f,\"max_bw_gbps\":%.4f,"
+          "\"avg_bw_gbps\":%.4f,\"min_lat_us\":%.3f,\"avg_lat_us\":%.3f,\"verified\":%s}\n",
+          write ? "write" : "read", r.size, r.batch, r.total_mb, r.max_bw, r.avg_bw, r.min_lat_us,
+          r.avg_lat_us, ok ? "true" : "false");
+      std::fflush(stdout);
+    } else {
+      print_row(r);
+    }
+  }
+  const double cpu = cpu_seconds() - cpu0;
+  const ringxfer::EngineStats s1 = e.stats();
+  if (!absl::GetFlag(FLAGS_json)) {
+    absl::PrintF(
+        "+-------------+-----------+----------------+---------------+---------------+-------"
+        "-------+--------------+\n");
+    absl::PrintF("data verified at %d of %d message sizes (write, then read back and compare)\n",
+                 verified, static_cast<int>(rows.size()));
+  }
+  std::string target_stats;
+  remote.line->send("STATS");
+  remote.line->recv(&target_stats);
+  if (absl::GetFlag(FLAGS_stats)) {
+    std::vector<std::string> t = absl::StrSplit(target_stats, ' ');
+    const double target_enters = t.size() > 2 ? std::stod(t[2]) : 0;
+    const double target_cpu = t.size() > 13 ? std::stod(t[13]) : 0;
+    absl::PrintF(
+        "initiator: sqes %d, io_uring_enter %d, cqes %d, wakeups %d, sent %d B, received %d B, "
+        "zero-copy sends %d (copied %d), short sends %d, short recvs %d, connections %d, "
+        "cpu %.3f s\n",
+        s1.sqes - s0.sqes, s1.enters - s0.enters, s1.cqes - s0.cqes, s1.wakeups - s0.wakeups,
+        s1.bytes_sent - s0.bytes_sent, s1.bytes_received - s0.bytes_received,
+        s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
+        s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
+        cpu);
+    absl::PrintF("target (since start): %s\n", target_stats.c_str());
+    absl::PrintF(
+        "measured batches %d: io_uring_enter per batch %.1f (initiator, whole run incl. "
+        "warm-up and verification), cpu-s per GB %.3f (both processes)\n",
+        batches, double(s1.enters - s0.enters + target_enters) / std::max<uint64_t>(batches, 1),
+        (cpu + target_cpu) / std::max(bytes / 1e9, 1e-9));
+  }
+  remote.line->send(absl::GetFlag(FLAGS_loopback) ? "BYE" : "DONE");
+  return 0;
+}
+
+int run_loopback(const char* self) {
+  int out[2];
+  if (pipe(out) != 0) {
+    die("pipe");
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  std::vector<std::string> args = {
+      self,
+      "--role=target",
+      "--host=" + absl::GetFlag(FLAGS_host),
+      "--port=0",
+      absl::StrFormat("--batch=%d", absl::GetFlag(FLAGS_batch)),
+      absl::StrFormat("--max_size=%d", absl::GetFlag(FLAGS_max_size)),
+      absl::StrFormat("--stride=%d", absl::GetFlag(FLAGS_stride)),
+      absl::StrFormat("--stripes=%d", absl::GetFlag(FLAGS_stripes)),
+      absl::StrFormat("--rings=%d", absl::GetFlag(FLAGS_rings)),
+      absl::StrFormat("--stripe_threshold=%d", absl::GetFlag(FLAGS_stripe_threshold)),
+      absl::StrFormat("--zerocopy_threshold=%d", absl::GetFlag(FLAGS_zerocopy_threshold)),
+  };
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  pid_t pid;
+  if (posix_spawn(&pid, self, &fa, nullptr, argv.data(), environ) != 0) {
+    die("cannot start the target process");
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  close(out[1]);
+  FILE* f = fdopen(out[0], "r");
+  char line[256] = {};
+  int port = 0;
+  if (std::fgets(line, sizeof(line), f) == nullptr || std::sscanf(line, "READY %d", &port) != 1) {
+    kill(pid, SIGKILL);
+    die("the target process did not start");
+  }
+  const int rc = run_initiator(absl::GetFlag(FLAGS_host), static_cast<uint16_t>(port));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::fclose(f);
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ringxfer transfer benchmark.\n"
+      "  one host:   ringxfer-bench --loopback [--op=read] [--batch=256]\n"
+      "  two hosts:  ringxfer-bench --role=target --host=ADDR --port=P\n"
+      "              ringxfer-bench --role=initiator --host=ADDR --port=P");
+  // Accept --min-size as well as --min_size: absl flag names use underscores.
+  std::vector<std::string> normalized(argv, argv + argc);
+  std::vector<char*> args;
+  for (std::string& a : normalized) {
+    if (a.rfind("--", 0) == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + static_cast<std::ptrdiff_t>(end), '-', '_');
+    }
+    args.push_back(a.data());
+  }
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  signal(SIGPIPE, SIG_IGN);
+  if (absl::GetFlag(FLAGS_loopback)) {
+    return run_loopback("/proc/self/exe");
+  }
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role == "target") {
+    return run_target();
+  }
+  if (role == "initiator") {
+    if (absl::GetFlag(FLAGS_port) == 0) {
+      die("--role=initiator needs the target's --port");
+    }
+    return run_initiator(absl::GetFlag(FLAGS_host),
+                         static_cast<uint16_t>(absl::GetFlag(FLAGS_port)));
+  }
+  die("say --loopback, or --role=target / --role=initiator (see --help)");
+}

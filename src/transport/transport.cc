@@ -1256,21 +1256,62 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
   }
   unsigned& next = outbound ? p->next_stripe : p->next_in_stripe;
   const uint64_t chunk = t_->config.chunk_bytes;
+  const uint64_t group_max = std::min<uint64_t>(chunk, wire::kBatchPayloadBytesMax);
+  // Segments smaller than a chunk travel together, one batch frame per chunk's worth;
+  // larger ones are cut into chunk-sized data frames. Frames go round-robin over lanes.
+  std::vector<wire::BatchEntry> group;
+  std::vector<iovec> group_iov;
+  uint64_t group_bytes = 0;
+  auto emit = [&](SendItem item, uint64_t len) {
+    item.payload = len;
+    item.zero_copy = zc_on && len >= zc_min;
+    track(item);
+    enqueue(lanes[next++ % lanes.size()], std::move(item));
+  };
+  auto flush_group = [&] {
+    if (group.empty()) {
+      return;
+    }
+    SendItem item;
+    if (group.size() == 1) {
+      const wire::DataHeader dh{id, group[0].segment, 0, group[0].length};
+      item = frame_item(encode_frame(wire::kDataFrameBytes, [&](wire::MutableByteSpan o) {
+        return wire::encode_data(dh, o);
+      }));
+    } else {
+      item = frame_item(encode_frame(
+          wire::data_batch_frame_bytes(group.size()),
+          [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, group, o); }));
+    }
+    item.iov.insert(item.iov.end(), group_iov.begin(), group_iov.end());
+    emit(std::move(item), group_bytes);
+    group.clear();
+    group_iov.clear();
+    group_bytes = 0;
+  };
   for (size_t s = 0; s < segs.size(); ++s) {
-    for (uint64_t off = 0; off < segs[s].iov_len; off += chunk) {
-      const uint64_t len = std::min<uint64_t>(chunk, segs[s].iov_len - off);
-      wire::DataHeader dh{id, static_cast<uint32_t>(s), off, len};
+    const uint64_t len = segs[s].iov_len;
+    if (len < group_max) {
+      if (group_bytes + len > group_max || group.size() == wire::kSegmentsMax) {
+        flush_group();
+      }
+      group.push_back(wire::BatchEntry{static_cast<uint32_t>(s), static_cast<uint32_t>(len), 0});
+      group_iov.push_back(segs[s]);
+      group_bytes += len;
+      continue;
+    }
+    flush_group();
+    for (uint64_t off = 0; off < len; off += chunk) {
+      const uint64_t n = std::min<uint64_t>(chunk, len - off);
+      const wire::DataHeader dh{id, static_cast<uint32_t>(s), off, n};
       SendItem item = frame_item(encode_frame(wire::kDataFrameBytes, [&](wire::MutableByteSpan o) {
         return wire::encode_data(dh, o);
       }));
-      item.iov.push_back(iovec{static_cast<std::byte*>(segs[s].iov_base) + off, len});
-      item.payload = len;
-      item.zero_copy = zc_on && len >= zc_min;
-      track(item);
-      Conn* lane = lanes[next++ % lanes.size()];
-      enqueue(lane, std::move(item));
+      item.iov.push_back(iovec{static_cast<std::byte*>(segs[s].iov_base) + off, n});
+      emit(std::move(item), n);
     }
   }
+  flush_group();
   for (Conn* lane : lanes) {
     pump_tx(lane);
   }

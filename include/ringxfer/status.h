@@ -6,14 +6,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 
 namespace ringxfer {
 
@@ -61,9 +62,10 @@ class TransferStatus {
  private:
   const uint64_t id_;
   std::atomic<TransferState> state_{TransferState::kInit};
-  mutable absl::Mutex mu_;
-  absl::Status result_ ABSL_GUARDED_BY(mu_);
-  std::function<void()> on_done_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  absl::Status result_;            // guarded by mu_
+  std::function<void()> on_done_;  // guarded by mu_
 };
 
 using StatusHandle = std::shared_ptr<TransferStatus>;

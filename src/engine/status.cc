@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "absl/time/time.h"
 
 namespace ringxfer {
 
@@ -13,7 +12,7 @@ absl::Status TransferStatus::status() const {
     return absl::OkStatus();
   }
   if (s == TransferState::kFailed) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return result_;
   }
   return absl::UnavailableError(s == TransferState::kInit ? "not started" : "in progress");
@@ -23,20 +22,20 @@ bool TransferStatus::wait(std::chrono::nanoseconds timeout) const {
   if (done()) {
     return true;
   }
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   auto is_done = [this] { return done(); };
   if (timeout.count() < 0) {
-    mu_.Await(absl::Condition(&is_done));
+    cv_.wait(lock, is_done);
     return true;
   }
-  return mu_.AwaitWithTimeout(absl::Condition(&is_done), absl::FromChrono(timeout));
+  return cv_.wait_for(lock, timeout, is_done);
 }
 
 void TransferStatus::wait() const { (void)wait(std::chrono::nanoseconds(-1)); }
 
 void TransferStatus::on_done(std::function<void()> fn) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (!done()) {
       on_done_ = std::move(fn);
       return;
@@ -53,17 +52,17 @@ void TransferStatus::set_in_progress() noexcept {
 bool TransferStatus::finish(absl::Status result) {
   std::function<void()> callback;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (done()) {
       return false;
     }
     const bool ok = result.ok();
     result_ = std::move(result);
-    // Await() re-evaluates its condition when the mutex is released.
     state_.store(ok ? TransferState::kSucceeded : TransferState::kFailed,
                  std::memory_order_release);
     callback = std::move(on_done_);
   }
+  cv_.notify_all();
   if (callback) {
     callback();
   }

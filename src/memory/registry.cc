@@ -1,5 +1,7 @@
 #include "memory/registry.h"
 
+#include <mutex>
+
 #include "absl/strings/str_format.h"
 
 namespace ringxfer::memory {
@@ -15,14 +17,14 @@ absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location locatio
     return absl::InvalidArgumentError(
         absl::StrFormat("register_memory: ptr %p + size %d wraps the address space", base, size));
   }
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   Region r{next_id_++, static_cast<std::byte*>(base), size, location, device};
   regions_.emplace(r.id, r);
   return r;
 }
 
 absl::Status Registry::remove(uint64_t id) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   if (regions_.erase(id) == 0) {
     return absl::NotFoundError(absl::StrFormat("memory id %d is not registered", id));
   }
@@ -30,7 +32,7 @@ absl::Status Registry::remove(uint64_t id) {
 }
 
 std::optional<Region> Registry::find(uint64_t id) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   auto it = regions_.find(id);
   if (it == regions_.end()) {
     return std::nullopt;
@@ -42,7 +44,7 @@ absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint6
   if (length == 0) {
     return absl::InvalidArgumentError(absl::StrFormat("memory id %d: length is 0", id));
   }
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   auto it = regions_.find(id);
   if (it == regions_.end()) {
     return absl::NotFoundError(absl::StrFormat("memory id %d is not registered", id));
@@ -56,7 +58,7 @@ absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint6
 }
 
 size_t Registry::size() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   return regions_.size();
 }
 

@@ -131,12 +131,15 @@ class Line {
   int fd_;
 };
 
-std::string stats_line(const Engine& e, double cpu) {
+// The target's counters since `base` (taken when the initiator said hello).
+std::string stats_line(const Engine& e, const ringxfer::EngineStats& base, double cpu) {
   const ringxfer::EngineStats s = e.stats();
-  return absl::StrFormat("STATS %d %d %d %d %d %d %d %d %d %d %d %d %.6f", s.sqes, s.enters, s.cqes,
-                         s.wakeups, s.bytes_sent, s.bytes_received, s.zerocopy_sends,
-                         s.zerocopy_copied, s.short_sends, s.short_recvs, s.connections_opened,
-                         s.hostile_frames, cpu);
+  return absl::StrFormat(
+      "STATS %d %d %d %d %d %d %d %d %d %d %d %d %.6f", s.sqes - base.sqes, s.enters - base.enters,
+      s.cqes - base.cqes, s.wakeups - base.wakeups, s.bytes_sent - base.bytes_sent,
+      s.bytes_received - base.bytes_received, s.zerocopy_sends - base.zerocopy_sends,
+      s.zerocopy_copied - base.zerocopy_copied, s.short_sends - base.short_sends,
+      s.short_recvs - base.short_recvs, s.connections_opened, s.hostile_frames, cpu);
 }
 
 int run_target() {
@@ -166,15 +169,18 @@ int run_target() {
   freeaddrinfo(ai);
   absl::PrintF("READY %d\n", (*engine)->desc().port);
   std::fflush(stdout);
-  const double cpu0 = cpu_seconds();
+  double cpu0 = cpu_seconds();
+  ringxfer::EngineStats base = (*engine)->stats();
   for (;;) {
     Line conn(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
     std::string line;
     while (conn.recv(&line)) {
       if (line.rfind("HELLO ", 0) == 0) {
+        cpu0 = cpu_seconds();
+        base = (*engine)->stats();
         conn.send("DESC " + hex((*engine)->desc().pack()) + " " + hex(md->pack()));
       } else if (line == "STATS") {
-        conn.send(stats_line(**engine, cpu_seconds() - cpu0));
+        conn.send(stats_line(**engine, base, cpu_seconds() - cpu0));
       } else if (line == "BYE") {
         close(lfd);
         return 0;
@@ -396,9 +402,9 @@ int run_initiator(const std::string& host, uint16_t port) {
         s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
         s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
         cpu);
-    absl::PrintF("target (since start): %s\n", target_stats.c_str());
+    absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());
     absl::PrintF(
-        "measured batches %d: io_uring_enter per batch %.1f (initiator, whole run incl. "
+        "measured batches %d: io_uring_enter per batch %.1f (both processes, whole run incl. "
         "warm-up and verification), cpu-s per GB %.3f (both processes)\n",
         batches, double(s1.enters - s0.enters + target_enters) / std::max<uint64_t>(batches, 1),
         (cpu + target_cpu) / std::max(bytes / 1e9, 1e-9));

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -60,5 +61,11 @@ struct EngineConfig {
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;
 };
+
+// Sets the level of ringxfer's log lines (stderr) for the whole process: "trace",
+// "debug", "info", "warn", "error" or "critical", any case ("trace" logs as "debug",
+// "critical" as "error"). kInvalidArgument for another word. The environment variable
+// RINGXFER_LOG gives the level until this is called.
+absl::Status set_log_level(std::string_view level);
 
 }  // namespace ringxfer

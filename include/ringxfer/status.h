@@ -13,6 +13,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -51,7 +52,8 @@ class TransferStatus {
   void wait() const;
 
   // Calls `fn` once, on the thread that finishes the transfer (or now, on this thread,
-  // if it is final already). `fn` must be quick and must not block.
+  // if it is final already). `fn` must be quick and must not block. Several callbacks
+  // may be registered; they run in registration order.
   void on_done(std::function<void()> fn);
 
   // Engine side.
@@ -64,8 +66,8 @@ class TransferStatus {
   std::atomic<TransferState> state_{TransferState::kInit};
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  absl::Status result_;            // guarded by mu_
-  std::function<void()> on_done_;  // guarded by mu_
+  absl::Status result_;                         // guarded by mu_
+  std::vector<std::function<void()>> on_done_;  // guarded by mu_
 };
 
 using StatusHandle = std::shared_ptr<TransferStatus>;

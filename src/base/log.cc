@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,9 +41,17 @@ const char* level_name(LogLevel level) noexcept {
 
 }  // namespace
 
+static std::atomic<int>& threshold() noexcept {
+  static std::atomic<int> t{static_cast<int>(level_from_env())};
+  return t;
+}
+
 bool log_enabled(LogLevel level) noexcept {
-  static const LogLevel threshold = level_from_env();
-  return level <= threshold;
+  return static_cast<int>(level) <= threshold().load(std::memory_order_relaxed);
+}
+
+void set_log_level(LogLevel level) noexcept {
+  threshold().store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
 void log_line(LogLevel level, std::string_view message) noexcept {

@@ -1,5 +1,7 @@
 #include "ringxfer/config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 
 namespace ringxfer {
 namespace {
@@ -57,6 +59,25 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(range<int>("socket.keepalive_idle_s", socket.keepalive_idle_s, 1, 86400));
   RX_CHECK_FIELD(range<int>("socket.keepalive_interval_s", socket.keepalive_interval_s, 1, 86400));
   RX_CHECK_FIELD(range<int>("socket.keepalive_count", socket.keepalive_count, 1, 100));
+  return absl::OkStatus();
+}
+
+absl::Status set_log_level(std::string_view level) {
+  const std::string l = absl::AsciiStrToLower(absl::string_view(level.data(), level.size()));
+  base::LogLevel v;
+  if (l == "trace" || l == "debug") {
+    v = base::LogLevel::kDebug;
+  } else if (l == "info") {
+    v = base::LogLevel::kInfo;
+  } else if (l == "warn" || l == "warning") {
+    v = base::LogLevel::kWarn;
+  } else if (l == "error" || l == "critical") {
+    v = base::LogLevel::kError;
+  } else {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "log level \"%s\": use trace, debug, info, warn, error or critical", level));
+  }
+  base::set_log_level(v);
   return absl::OkStatus();
 }
 

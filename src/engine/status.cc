@@ -37,7 +37,7 @@ void TransferStatus::on_done(std::function<void()> fn) {
   {
     std::lock_guard lock(mu_);
     if (!done()) {
-      on_done_ = std::move(fn);
+      on_done_.push_back(std::move(fn));
       return;
     }
   }
@@ -50,7 +50,7 @@ void TransferStatus::set_in_progress() noexcept {
 }
 
 bool TransferStatus::finish(absl::Status result) {
-  std::function<void()> callback;
+  std::vector<std::function<void()>> callbacks;
   {
     std::lock_guard lock(mu_);
     if (done()) {
@@ -60,11 +60,11 @@ bool TransferStatus::finish(absl::Status result) {
     result_ = std::move(result);
     state_.store(ok ? TransferState::kSucceeded : TransferState::kFailed,
                  std::memory_order_release);
-    callback = std::move(on_done_);
+    callbacks.swap(on_done_);
   }
   cv_.notify_all();
-  if (callback) {
-    callback();
+  for (auto& cb : callbacks) {
+    cb();
   }
   return true;
 }

@@ -7,6 +7,7 @@ RX_PACKAGES=(
   liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev
   clang libclang-rt-14-dev
+  python3-numpy python3-pytest python3-torch python3-mesonpy python3-venv python3-pip patchelf
 )
 
 rx_log() { printf '%s\n' "== $*" >&2; }

@@ -1,0 +1,394 @@
+"""ringxfer: one-sided transfers between registered memory over TCP, driven by io_uring.
+
+The MORI-IO-compatible surface (``IOEngine``, ``IOEngineConfig``, ``TcpBackendConfig``,
+``BackendType``, ``MemoryLocationType``, ``StatusCode``, ``EngineDesc``, ``MemoryDesc``,
+``TransferStatus``, ``set_log_level``) has the same names, argument order, defaults and
+semantics as ``mori.io``, so that ``from ringxfer import ...`` replaces
+``from mori.io import ...``. On top of it: ``status.wait()`` raising
+:class:`TransferError`, ``await status``, engines as context managers, registration of
+buffer-protocol objects and DLPack producers, and ``engine.stats()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import socket
+import weakref
+from typing import Any, List, Optional, Sequence
+
+from . import _core
+from ._core import (
+    BackendType,
+    EngineDesc,
+    IOEngineConfig,
+    MemoryDesc,
+    MemoryLocationType,
+    StatusCode,
+    TcpBackendConfig,
+    TransferStatus,
+    set_log_level,
+)
+
+__version__ = _core.__version__
+
+__all__ = [
+    "BackendType",
+    "EngineDesc",
+    "IOEngine",
+    "IOEngineConfig",
+    "IOEngineSession",
+    "MemoryDesc",
+    "MemoryLocationType",
+    "NonContiguousError",
+    "StatusCode",
+    "TcpBackendConfig",
+    "TransferError",
+    "TransferStatus",
+    "set_log_level",
+    "wait_all",
+]
+
+
+class TransferError(RuntimeError):
+    """A transfer failed. ``code`` is its :class:`StatusCode`, ``message`` the reason."""
+
+    def __init__(self, code: StatusCode, message: str, transfer_id: int = 0):
+        super().__init__(f"transfer {transfer_id} failed ({code.name}): {message}")
+        self.code = code
+        self.message = message
+        self.transfer_id = transfer_id
+
+
+class NonContiguousError(ValueError, RuntimeError):
+    """A tensor or buffer that is not contiguous cannot be registered.
+
+    A ValueError, and a RuntimeError as MORI-IO raises for the same mistake."""
+
+
+# ---- Pythonic additions to TransferStatus ----------------------------------------
+
+
+def _raise_if_failed(status: TransferStatus) -> TransferStatus:
+    if status.Failed():
+        raise TransferError(status.Code(), status.Message(), status.transfer_id)
+    return status
+
+
+def _status_wait(self: TransferStatus, timeout: Optional[float] = None) -> TransferStatus:
+    """Blocks until the transfer is final (the GIL is released meanwhile).
+
+    Returns the status on success; raises :class:`TransferError` on failure and
+    ``TimeoutError`` if ``timeout`` seconds pass first."""
+    if timeout is None:
+        self.Wait()
+    elif not self.WaitFor(max(0, int(timeout * 1000))):
+        raise TimeoutError(f"transfer {self.transfer_id} still in progress after {timeout} s")
+    return _raise_if_failed(self)
+
+
+class _LoopNotifier:
+    """One eventfd per event loop: every awaited status writes to it when it finishes,
+    from the engine's thread; the loop then resolves the futures of finished statuses.
+    No thread per transfer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._notifier = _core.Notifier()
+        self._pending: dict = {}
+        loop.add_reader(self._notifier.fileno(), self._on_readable)
+
+    def watch(self, status: TransferStatus) -> "asyncio.Future[TransferStatus]":
+        fut = self._loop.create_future()
+        entry = self._pending.setdefault(id(status), (status, []))
+        entry[1].append(fut)
+        status.add_notifier(self._notifier)  # fires at once if already final
+        return fut
+
+    def _on_readable(self) -> None:
+        self._notifier.drain()
+        for key, (status, futures) in list(self._pending.items()):
+            if not status.done():
+                continue
+            del self._pending[key]
+            for fut in futures:
+                if fut.done():
+                    continue
+                if status.Failed():
+                    fut.set_exception(
+                        TransferError(status.Code(), status.Message(), status.transfer_id)
+                    )
+                else:
+                    fut.set_result(status)
+
+
+_loop_notifiers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopNotifier]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _status_await(self: TransferStatus):
+    """``await status``: resolves to the status on success, raises TransferError."""
+    if self.done():
+        return _raise_if_failed(self)
+    loop = asyncio.get_running_loop()
+    notifier = _loop_notifiers.get(loop)
+    if notifier is None:
+        notifier = _LoopNotifier(loop)
+        _loop_notifiers[loop] = notifier
+    return (yield from notifier.watch(self).__await__())
+
+
+TransferStatus.wait = _status_wait
+TransferStatus.__await__ = _status_await
+
+
+def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
+    """Waits for all statuses: SUCCESS, the first failure's code, or IN_PROGRESS when
+    ``timeout_ms`` (0: poll; negative: no limit; positive: one shared deadline) ran out."""
+    return _core.wait_all(list(statuses), int(timeout_ms))
+
+
+# ---- Engines -------------------------------------------------------------------------
+
+_TORCH_LOCATIONS = {"cpu": MemoryLocationType.CPU, "cuda": MemoryLocationType.GPU}
+
+
+def _capsule_address(capsule: Any) -> int:
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return int(get(capsule, None))
+
+
+class IOEngineSession:
+    """A local/remote memory pair bound once (MORI-IO's session)."""
+
+    def __init__(self, session: "_core.Session"):
+        self._sess = session
+
+    def allocate_transfer_uid(self) -> int:
+        """A transfer id not used before by this engine."""
+        return self._sess.allocate_transfer_uid()
+
+    def read(self, local_offset: int, remote_offset: int, size: int, uid: int) -> TransferStatus:
+        """remote -> local."""
+        return self._sess.read(local_offset, remote_offset, size, uid)
+
+    def write(self, local_offset: int, remote_offset: int, size: int, uid: int) -> TransferStatus:
+        """local -> remote."""
+        return self._sess.write(local_offset, remote_offset, size, uid)
+
+    def batch_read(
+        self, local_offsets: Sequence[int], remote_offsets: Sequence[int], sizes: Sequence[int], uid: int
+    ) -> TransferStatus:
+        """Many remote -> local ranges as one transfer with one status."""
+        return self._sess.batch_read(local_offsets, remote_offsets, sizes, uid)
+
+    def batch_write(
+        self, local_offsets: Sequence[int], remote_offsets: Sequence[int], sizes: Sequence[int], uid: int
+    ) -> TransferStatus:
+        """Many local -> remote ranges as one transfer with one status."""
+        return self._sess.batch_write(local_offsets, remote_offsets, sizes, uid)
+
+    def alive(self) -> bool:
+        """False once the local memory or the remote engine is deregistered."""
+        return self._sess.alive()
+
+
+class IOEngine:
+    """An engine: MORI-IO's ``IOEngine`` on ringxfer.
+
+    ``IOEngine(key, config)`` names the engine; ``create_backend(BackendType.TCP)`` starts
+    it (ring threads, listener). Usable as a context manager; ``close()`` stops it."""
+
+    def __init__(self, key: str, config: Optional[IOEngineConfig] = None):
+        if not isinstance(key, str) or not key:
+            raise ValueError("IOEngine: key must be a non-empty string")
+        self._key = key
+        self._config = config if config is not None else IOEngineConfig()
+        self._engine: Optional[_core.Engine] = None
+        self._keepalive: dict = {}  # memory id -> the Python object owning that memory
+
+    # -- backend --
+    def create_backend(self, type: BackendType, config: Optional[TcpBackendConfig] = None) -> None:
+        """Starts the TCP backend (the only one ringxfer has). ``config=None`` takes the
+        defaults. Afterwards a configured port of 0 has become the bound port."""
+        if type != BackendType.TCP:
+            raise NotImplementedError(f"ringxfer has only BackendType.TCP, not {type}")
+        if self._engine is not None:
+            raise RuntimeError(f"engine {self._key} already has a TCP backend")
+        tcp = config if config is not None else TcpBackendConfig()
+        self._engine = _core.Engine(self._key, self._config, tcp)
+        self._config.port = self._engine.desc().port
+
+    def remove_backend(self, type: BackendType) -> None:
+        """Stops the backend: pending transfers fail, connections close."""
+        if type != BackendType.TCP:
+            raise NotImplementedError(f"ringxfer has only BackendType.TCP, not {type}")
+        self.close()
+
+    def close(self) -> None:
+        """Stops the engine (idempotent). Pending transfers fail with ERR_CONNECTION_LOST."""
+        engine, self._engine = self._engine, None
+        self._keepalive.clear()
+        del engine  # joins the ring threads, with the GIL released by the binding
+
+    def __enter__(self) -> "IOEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _e(self) -> "_core.Engine":
+        if self._engine is None:
+            raise RuntimeError(
+                f"engine {self._key} has no backend: call create_backend(BackendType.TCP) first"
+            )
+        return self._engine
+
+    # -- descriptors and peers --
+    def get_engine_desc(self) -> EngineDesc:
+        """This engine's descriptor (pack() it and send it to peers)."""
+        if self._engine is not None:
+            return self._engine.desc()
+        return EngineDesc(
+            self._key,
+            self._config.host or "127.0.0.1",
+            self._config.port,
+            socket.gethostname(),
+            socket.gethostname(),
+            os.getpid(),
+        )
+
+    def register_remote_engine(self, engine_desc: EngineDesc) -> None:
+        """Makes a peer known (its host name is resolved now)."""
+        self._e().register_remote_engine(engine_desc)
+
+    def deregister_remote_engine(self, engine_desc: EngineDesc) -> None:
+        """Forgets a peer; its pending transfers fail."""
+        self._e().deregister_remote_engine(engine_desc)
+
+    # -- memory --
+    def register_memory(
+        self,
+        ptr: Any,
+        size: Optional[int] = None,
+        device_id: int = -1,
+        mem_loc: MemoryLocationType = MemoryLocationType.CPU,
+    ) -> MemoryDesc:
+        """Registers memory: ``ptr`` is an address (int), a PyCapsule (as MORI-IO passes),
+        a buffer-protocol object (numpy array, bytearray, memoryview) or a DLPack producer.
+        Objects are kept alive until deregister_memory()."""
+        owner = None
+        if isinstance(ptr, int):
+            address = ptr
+        elif type(ptr).__name__ == "PyCapsule":
+            address = _capsule_address(ptr)
+        else:
+            owner, address, length = self._object_memory(ptr)
+            size = length if size is None else size
+            if size > length:
+                raise ValueError(f"register_memory: size {size} is larger than the buffer ({length})")
+        if size is None:
+            raise ValueError("register_memory: size is required with an address")
+        md = self._e().register_memory(address, int(size), int(device_id), mem_loc)
+        if owner is not None:
+            self._keepalive[md.id] = owner
+        return md
+
+    def register_buffer(self, obj: Any) -> MemoryDesc:
+        """Registers a whole buffer-protocol object or DLPack producer."""
+        return self.register_memory(obj)
+
+    def register_torch_tensor(self, tensor: Any) -> MemoryDesc:
+        """Registers a contiguous torch tensor: CPU memory, or GPU memory on its device."""
+        if not tensor.is_contiguous():
+            raise NonContiguousError("input tensor must be contiguous")
+        loc = _TORCH_LOCATIONS.get(tensor.device.type)
+        if loc is None:
+            raise ValueError(f"tensors on {tensor.device.type} devices cannot be registered")
+        device_id = tensor.device.index if tensor.device.index is not None else -1
+        size = tensor.nelement() * tensor.element_size()
+        md = self._e().register_memory(int(tensor.data_ptr()), size, device_id, loc)
+        self._keepalive[md.id] = tensor
+        return md
+
+    @staticmethod
+    def _object_memory(obj: Any):
+        try:
+            address, length = _core.buffer_address(obj)
+            return obj, address, length
+        except ValueError as e:
+            if "not a C-contiguous buffer" not in str(e) or not hasattr(obj, "__dlpack__"):
+                if "not a C-contiguous" in str(e):
+                    raise NonContiguousError(str(e)) from None
+                raise
+        import numpy  # DLPack producers without the buffer protocol (CPU only)
+
+        arr = numpy.from_dlpack(obj)
+        if not arr.flags.c_contiguous:
+            raise NonContiguousError("register_memory: the DLPack tensor is not contiguous")
+        return (obj, arr), arr.ctypes.data, arr.nbytes
+
+    def deregister_memory(self, mem_desc: MemoryDesc) -> None:
+        """Forgets a region (no transfer may use it any more)."""
+        self._e().deregister_memory(mem_desc)
+        self._keepalive.pop(mem_desc.id, None)
+
+    # -- transfers --
+    def allocate_transfer_uid(self) -> int:
+        """A transfer id not used before by this engine."""
+        return self._e().allocate_transfer_uid()
+
+    def read(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
+        """remote -> local: ``size`` bytes from remote_md at remote_offset to local_md at
+        local_offset. Argument errors raise ValueError; the outcome is on the status."""
+        return self._e().read(local_md, local_offset, remote_md, remote_offset, size, uid)
+
+    def write(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
+        """local -> remote. Success means the bytes are in the remote engine's memory."""
+        return self._e().write(local_md, local_offset, remote_md, remote_offset, size, uid)
+
+    def _batch(self, write, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids):
+        n = len(local_mds)
+        if not (len(local_offsets) == len(remote_mds) == len(remote_offsets) == len(sizes) == len(uids) == n):
+            raise ValueError(
+                "batch: local_mds, local_offsets, remote_mds, remote_offsets, sizes and uids "
+                "must have one entry per memory pair"
+            )
+        e = self._e()
+        return [
+            e.batch(write, local_mds[i], local_offsets[i], remote_mds[i], remote_offsets[i], sizes[i], uids[i])
+            for i in range(n)
+        ]
+
+    def batch_read(self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids) -> List[TransferStatus]:
+        """One batched read per memory pair: lists with one inner list of offsets and sizes
+        per pair; one status per pair."""
+        return self._batch(False, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids)
+
+    def batch_write(self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids) -> List[TransferStatus]:
+        """One batched write per memory pair (see batch_read)."""
+        return self._batch(True, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids)
+
+    def create_session(self, local_md: MemoryDesc, remote_md: MemoryDesc) -> Optional[IOEngineSession]:
+        """Binds a local/remote pair once; None when the pair cannot be used."""
+        try:
+            return IOEngineSession(self._e().create_session(local_md, remote_md))
+        except (ValueError, RuntimeError):
+            return None
+
+    def pop_inbound_transfer_status(self, remote_key: str, uid: int) -> Optional[TransferStatus]:
+        """Target side: the final status of transfer ``uid`` made by engine ``remote_key``
+        to or from this engine's memory, once; None if not finished or already popped."""
+        return self._e().pop_inbound_transfer_status(remote_key, uid)
+
+    def wait_all(self, statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
+        """See :func:`ringxfer.wait_all`."""
+        return wait_all(statuses, timeout_ms)
+
+    def stats(self) -> dict:
+        """The engine's counters (bytes, transfers, SQEs, io_uring_enter calls, ...)."""
+        return self._e().stats()

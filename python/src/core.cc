@@ -402,6 +402,13 @@ PYBIND11_MODULE(_core, m) {
       });
 
   py::class_<MemoryDesc>(m, "MemoryDesc", "A registered memory region, as another engine sees it.")
+      .def(py::init<>(), "An empty descriptor (id 0: never a registered region).")
+      .def_property_readonly("device_bus_id", [](const MemoryDesc&) { return std::string(); },
+                             "MORI-IO field; empty in ringxfer (no GPU IPC).")
+      .def_property_readonly("numa_node", [](const MemoryDesc&) { return -1; },
+                             "MORI-IO field; -1 (unknown) in ringxfer.")
+      .def_property_readonly("ipc_handle", [](const MemoryDesc&) { return py::bytes(); },
+                             "MORI-IO field; empty in ringxfer (no GPU IPC).")
       .def_property_readonly("engine_key", [](const MemoryDesc& d) { return d.engine_key; })
       .def_property_readonly("id", [](const MemoryDesc& d) { return d.id; })
       .def_property_readonly("device_id", [](const MemoryDesc& d) { return d.device_id; })

@@ -85,6 +85,8 @@ def test_descriptors_pack_and_unpack(pair):
     assert md2 == md
     assert (md2.engine_key, md2.size, md2.loc, md2.data) == ("initiator", 100, MemoryLocationType.CPU,
                                                               buf.ctypes.data)
+    assert (md.device_bus_id, md.numa_node, md.ipc_handle) == ("", -1, b"")  # MORI's extras
+    assert MemoryDesc().id == 0
     with pytest.raises(ValueError):
         EngineDesc.unpack(b"garbage")
     with pytest.raises(ValueError):

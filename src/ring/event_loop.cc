@@ -148,14 +148,12 @@ void EventLoop::run(const RingOptions&, int) {
   arm_wake();
   next_tick_ns_ = now_ns() + tick_period_ns_;
   auto on_cqe = [this](const io_uring_cqe& cqe) { dispatch(cqe); };
+  unsigned skipped = 0;
   while (!stop_.load(std::memory_order_acquire)) {
-    // Tasks first (they queue SQEs), then completions; then one enter that submits
-    // all of it and, when nothing is pending, sleeps until a CQE, a wake or the tick.
-    bool busy = false;
+    // Tasks first (they queue SQEs), then completions (their handlers queue more).
     const unsigned ran = tasks_.run(256);
     tasks_run_ += ran;
-    busy |= ran != 0;
-    busy |= ring_->reap(on_cqe) != 0;
+    ring_->reap(on_cqe);
     const int64_t now = now_ns();
     if (now >= next_tick_ns_) {
       next_tick_ns_ = now + tick_period_ns_;
@@ -164,12 +162,20 @@ void EventLoop::run(const RingOptions&, int) {
       }
     }
     publish_counters();
-    int64_t wait_ns = 0;
-    if (!busy && tasks_.prepare_sleep()) {
-      wait_ns = next_tick_ns_ - now > 0 ? next_tick_ns_ - now : 0;
+    // One io_uring_enter per turn. With no task waiting it submits everything queued
+    // and waits for a CQE, a wake-up or the tick; a CQE that is already there (or
+    // deferred task work, with DEFER_TASKRUN) ends the wait at once, so a busy loop
+    // needs no separate non-waiting enter. With tasks waiting it only submits, and
+    // only when something is queued (or every few turns, to post deferred completions).
+    int ret = 0;
+    if (tasks_.prepare_sleep()) {
+      ret = ring_->submit_and_wait(next_tick_ns_ - now > 0 ? next_tick_ns_ - now : 0);
+      tasks_.awake();
+      skipped = 0;
+    } else if (ring_->queued() > 0 || ++skipped >= 8) {
+      ret = ring_->submit_and_wait(0);
+      skipped = 0;
     }
-    const int ret = ring_->submit_and_wait(wait_ns);
-    tasks_.awake();
     if (ret < 0) {
       RX_LOG(kError, "%s: io_uring_enter failed: %s", name_,
              base::errno_to_status(-ret, "submit").ToString());

@@ -47,6 +47,8 @@ constexpr uint8_t kOpRecv = 3;
 constexpr size_t kTxIovMax = 64;    // iovecs gathered into one sendmsg
 constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
 constexpr size_t kScratchBytes = 64 * 1024;
+constexpr uint64_t kChunksPerLane = 4;
+constexpr uint64_t kChunkBytesMax = 16 << 20;
 // Every frame is at least this long, so the first receive of a frame asks for this
 // much and often gets the whole header and body in one go.
 constexpr size_t kCtrlPrefixBytes = 40;  // the smallest completion
@@ -657,12 +659,12 @@ void Worker::pump_tx(Conn* c) {
       ++z.in->pending;
     }
     io_uring_sqe* sqe = loop_->ring().sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
-    io_uring_prep_sendmsg_zc(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg_zc(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
     sqe->ioprio |= ring::kSendZcReportUsage;
     t_->counters.zerocopy_sends.fetch_add(1, std::memory_order_relaxed);
   } else {
     io_uring_sqe* sqe = loop_->ring().sqe(tag(c, kOpSend));
-    io_uring_prep_sendmsg(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
   }
 }
 
@@ -1255,7 +1257,12 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     lanes.push_back(ctrl);
   }
   unsigned& next = outbound ? p->next_stripe : p->next_in_stripe;
-  const uint64_t chunk = t_->config.chunk_bytes;
+  // Stripe size adapts to the transfer: about kChunksPerLane frames per connection, so
+  // every lane gets work and each frame costs few receives, never smaller than the
+  // configured chunk_bytes nor larger than kChunkBytesMax.
+  const uint64_t per_lane = total / (lanes.size() * kChunksPerLane);
+  const uint64_t chunk = std::clamp<uint64_t>(per_lane, t_->config.chunk_bytes,
+                                              std::max(t_->config.chunk_bytes, kChunkBytesMax));
   const uint64_t group_max = std::min<uint64_t>(chunk, wire::kBatchPayloadBytesMax);
   // Segments smaller than a chunk travel together, one batch frame per chunk's worth;
   // larger ones are cut into chunk-sized data frames. Frames go round-robin over lanes.

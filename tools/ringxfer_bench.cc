@@ -356,8 +356,10 @@ int run_initiator(const std::string& host, uint16_t port) {
       sum_us += us;
       min_us = std::min(min_us, us);
     }
-    batches += iters;
-    bytes += uint64_t(iters) * batch * size;
+    // Every batch this size ran, for the per-batch and per-GB figures below.
+    const int all = iters + absl::GetFlag(FLAGS_warmup) + (absl::GetFlag(FLAGS_verify) ? 2 : 0);
+    batches += all;
+    bytes += uint64_t(all) * batch * size;
     const double total = double(batch) * size;
     Row r{
         size,   batch,          total / 1e6, total / (min_us * 1e3), total * iters / (sum_us * 1e3),
@@ -393,21 +395,34 @@ int run_initiator(const std::string& host, uint16_t port) {
     std::vector<std::string> t = absl::StrSplit(target_stats, ' ');
     const double target_enters = t.size() > 2 ? std::stod(t[2]) : 0;
     const double target_cpu = t.size() > 13 ? std::stod(t[13]) : 0;
-    absl::PrintF(
-        "initiator: sqes %d, io_uring_enter %d, cqes %d, wakeups %d, sent %d B, received %d B, "
-        "zero-copy sends %d (copied %d), short sends %d, short recvs %d, connections %d, "
-        "cpu %.3f s\n",
-        s1.sqes - s0.sqes, s1.enters - s0.enters, s1.cqes - s0.cqes, s1.wakeups - s0.wakeups,
-        s1.bytes_sent - s0.bytes_sent, s1.bytes_received - s0.bytes_received,
-        s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
-        s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
-        cpu);
-    absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());
-    absl::PrintF(
-        "measured batches %d: io_uring_enter per batch %.1f (both processes, whole run incl. "
-        "warm-up and verification), cpu-s per GB %.3f (both processes)\n",
-        batches, double(s1.enters - s0.enters + target_enters) / std::max<uint64_t>(batches, 1),
-        (cpu + target_cpu) / std::max(bytes / 1e9, 1e-9));
+    const uint64_t enters = s1.enters - s0.enters;
+    const double per_batch = (enters + target_enters) / std::max<uint64_t>(batches, 1);
+    const double cpu_per_gb = (cpu + target_cpu) / std::max(bytes / 1e9, 1e-9);
+    if (absl::GetFlag(FLAGS_json)) {
+      absl::PrintF(
+          "{\"stats\":{\"batches\":%d,\"bytes\":%d,\"initiator_enters\":%d,"
+          "\"target_enters\":%.0f,\"enters_per_batch\":%.2f,\"initiator_cpu_s\":%.4f,"
+          "\"target_cpu_s\":%.4f,\"cpu_s_per_gb\":%.4f,\"short_sends\":%d,"
+          "\"zerocopy_sends\":%d,\"zerocopy_copied\":%d}}\n",
+          batches, bytes, enters, target_enters, per_batch, cpu, target_cpu, cpu_per_gb,
+          s1.short_sends - s0.short_sends, s1.zerocopy_sends - s0.zerocopy_sends,
+          s1.zerocopy_copied - s0.zerocopy_copied);
+    } else {
+      absl::PrintF(
+          "initiator: sqes %d, io_uring_enter %d, cqes %d, wakeups %d, sent %d B, received %d "
+          "B, zero-copy sends %d (copied %d), short sends %d, short recvs %d, connections %d, "
+          "cpu %.3f s\n",
+          s1.sqes - s0.sqes, enters, s1.cqes - s0.cqes, s1.wakeups - s0.wakeups,
+          s1.bytes_sent - s0.bytes_sent, s1.bytes_received - s0.bytes_received,
+          s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
+          s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs,
+          s1.connections_opened, cpu);
+      absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());
+      absl::PrintF(
+          "%d batches (measured, warm-up and verification): io_uring_enter per batch %.1f, "
+          "cpu-s per GB %.3f (both processes)\n",
+          batches, per_batch, cpu_per_gb);
+    }
   }
   remote.line->send(absl::GetFlag(FLAGS_loopback) ? "BYE" : "DONE");
   return 0;

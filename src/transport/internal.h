@@ -108,6 +108,17 @@ struct Conn {
   std::shared_ptr<InOp> rx_in;    // write payload being received into target memory
   uint64_t parked_id = 0;
   std::unique_ptr<std::byte[]> scratch;
+  // The current frame's header and body (in rxbuf, or in rbuf on buffered connections).
+  const std::byte* frame = nullptr;
+  // Control connections receive into a buffer and parse every whole frame in it, so a
+  // request, its inline batch and a payload of a few KiB cost one receive. Payload
+  // bytes that came with their header are copied out of the buffer; the rest of a
+  // payload is received straight into its destination.
+  bool buffered = false;
+  bool parsing = false;
+  std::vector<std::byte> rbuf;
+  size_t rpos = 0;  // next unparsed byte
+  size_t rend = 0;  // end of received bytes
 };
 
 struct Peer {

@@ -33,9 +33,12 @@ struct EngineConfig {
   // 0 binds an ephemeral port; desc().port then carries the real one.
   uint16_t port = 0;
   // Ring threads, each with one io_uring; fixed for the engine's life, whatever the
-  // number of peers. 1..64.
+  // number of peers. With more than one, every peer is served by `rings` lane groups
+  // (one per ring thread, each with its own connections) and transfers of at least
+  // rings x stripe_threshold_bytes are split across them. 1..64.
   int rings = 1;
-  // Data connections per peer, besides the control connection. 1..16.
+  // Data connections per peer, besides the control connection; with several rings,
+  // each lane group opens ceil(stripes / rings) of them. 1..16.
   int stripes = 8;
   // Every transfer fails with kDeadlineExceeded when it has not finished within this;
   // it also bounds connecting and unacknowledged data (TCP_USER_TIMEOUT).

@@ -53,8 +53,10 @@ class Session;
 
 class Engine {
  public:
-  // Starts the ring threads and the listener. kInvalidArgument names a bad config
-  // field; kUnavailable says when io_uring cannot be used here and what to change.
+  // Starts the ring threads and the listener. With rings > 1 every peer is served as
+  // `rings` lane groups, each with its own connections on its own ring thread; transfers
+  // of at least rings x stripe_threshold_bytes are split across them. kInvalidArgument names a bad
+  // config field; kUnavailable says when io_uring cannot be used here and what to change.
   static absl::StatusOr<std::unique_ptr<Engine>> create(std::string key, EngineConfig config = {});
   // Fails every pending transfer (kUnavailable), closes connections, joins threads.
   ~Engine();
@@ -112,6 +114,9 @@ class Engine {
   // kept; the oldest are dropped beyond that.
   StatusHandle pop_inbound_status(std::string_view remote_key, uint64_t transfer_id);
   static constexpr size_t kInboundStatusesMax = 1 << 16;
+  // Engine keys: 1..kEngineKeyBytesMax bytes, without the byte 0x1f (reserved for lane
+  // groups on the wire).
+  static constexpr size_t kEngineKeyBytesMax = 250;
 
   EngineStats stats() const;
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
@@ -34,7 +35,9 @@ transport::Config transport_config(const std::string& key, const EngineConfig& c
   t.host = c.host;
   t.port = c.port;
   t.rings = c.rings;
-  t.stripes = c.stripes;
+  // `stripes` counts a peer's data connections in all: each of the `rings` lane groups
+  // opens its share.
+  t.stripes = std::max(1, (c.stripes + c.rings - 1) / c.rings);
   t.timeout_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(c.timeout).count();
   t.stripe_threshold_bytes = c.stripe_threshold_bytes;
   t.chunk_bytes = c.chunk_bytes;
@@ -50,6 +53,18 @@ transport::Config transport_config(const std::string& key, const EngineConfig& c
   t.socket.keepalive_count = c.socket.keepalive_count;
   t.socket.nodelay = c.socket.nodelay;
   return t;
+}
+
+// The transport-level key of lane group g of engine `key` when an engine runs `groups`
+// ring threads (see transport::kGroupSeparator); one group keeps the plain key.
+std::string group_key(const std::string& key, int g, int groups) {
+  return groups <= 1 ? key : key + transport::kGroupSeparator + std::to_string(g);
+}
+
+// The engine key a transport-level key belongs to.
+std::string base_key(const std::string& key) {
+  const size_t sep = key.rfind(transport::kGroupSeparator);
+  return sep == std::string::npos ? key : key.substr(0, sep);
 }
 
 }  // namespace
@@ -72,15 +87,38 @@ class EngineImpl {
   };
   std::mutex inbound_mu;
   absl::flat_hash_map<std::string, InboundStore> inbound;  // guarded by inbound_mu
+  // Transfers split into parts: parts seen so far and the first failure, by (engine, id);
+  // guarded by inbound_mu.
+  struct PartialInbound {
+    uint16_t seen = 0;
+    absl::Status status;
+  };
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, PartialInbound> partial;
+
+  int groups() const { return config.rings; }
 
   // Declared last: destroyed first, while everything it calls back into still exists.
   std::unique_ptr<transport::Transport> transport;
 
-  void record_inbound(const std::string& peer, uint64_t id, absl::Status st) {
+  void record_inbound(const std::string& transport_key, uint64_t id, absl::Status st,
+                      uint16_t parts) {
+    const std::string peer = base_key(transport_key);
+    std::lock_guard lock(inbound_mu);
+    if (parts > 1) {
+      // One inbound status for the whole transfer, once every part has finished.
+      PartialInbound& pi = partial[std::make_pair(peer, id)];
+      if (pi.status.ok() && !st.ok()) {
+        pi.status = st;
+      }
+      if (++pi.seen < parts) {
+        return;
+      }
+      st = pi.status;
+      partial.erase(std::make_pair(peer, id));
+    }
     auto h = std::make_shared<TransferStatus>(id);
     h->set_in_progress();
     h->finish(std::move(st));
-    std::lock_guard lock(inbound_mu);
     InboundStore& s = inbound[peer];
     if (s.by_id.insert_or_assign(id, std::move(h)).second) {
       s.order.push_back(id);
@@ -92,6 +130,31 @@ class EngineImpl {
     if (s.order.size() > 2 * Engine::kInboundStatusesMax) {
       std::erase_if(s.order, [&](uint64_t i) { return !s.by_id.contains(i); });
     }
+  }
+
+  // Cuts `pieces` (total bytes in all) into at most `n` parts of nearly equal size.
+  static std::vector<std::vector<transport::Piece>> split_pieces(
+      const std::vector<transport::Piece>& pieces, uint64_t total, int n) {
+    std::vector<std::vector<transport::Piece>> out(static_cast<size_t>(n));
+    const uint64_t per = (total + n - 1) / n;
+    size_t part = 0;
+    uint64_t room = per;
+    for (const transport::Piece& pc : pieces) {
+      uint64_t off = 0;
+      while (off < pc.length) {
+        const uint64_t len = std::min(pc.length - off, room);
+        out[part].push_back(
+            transport::Piece{pc.local + off, pc.remote_id, pc.remote_offset + off, len});
+        off += len;
+        room -= len;
+        if (room == 0 && part + 1 < out.size()) {
+          ++part;
+          room = per;
+        }
+      }
+    }
+    std::erase_if(out, [](const std::vector<transport::Piece>& v) { return v.empty(); });
+    return out;
   }
 
   // Checks one transfer's arguments; nothing is sent when this fails.
@@ -180,14 +243,52 @@ class EngineImpl {
     }
     auto status = std::make_shared<TransferStatus>(id);
     status->set_in_progress();
-    transport->start(remote.engine_key, op, id, std::move(pieces),
-                     [this, status, key = remote.engine_key, id](absl::Status st) {
-                       {
-                         std::lock_guard lock(mu);
-                         inflight.erase(std::make_pair(key, id));
-                       }
-                       status->finish(std::move(st));
-                     });
+    // With several ring threads a large transfer is cut into one part per lane group
+    // (each group has its own connections on its own ring thread, on both sides); a
+    // small one goes whole to one group, chosen by its id.
+    const int g = groups();
+    const bool split = g > 1 && total >= static_cast<uint64_t>(g) * config.stripe_threshold_bytes;
+    std::vector<std::vector<transport::Piece>> parts;
+    if (split) {
+      parts = split_pieces(pieces, total, g);
+    } else {
+      parts.push_back(std::move(pieces));
+    }
+    struct Join {
+      std::atomic<int> left{0};
+      std::mutex mu;
+      absl::Status first_error;
+    };
+    auto join = std::make_shared<Join>();
+    join->left = static_cast<int>(parts.size());
+    const uint16_t nparts = parts.size() > 1 ? static_cast<uint16_t>(parts.size()) : 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
+      transport->start(
+          group_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
+          [this, status, join, key = remote.engine_key, id](absl::Status st) {
+            if (!st.ok()) {
+              std::lock_guard lock(join->mu);
+              if (join->first_error.ok()) {
+                join->first_error = std::move(st);
+              }
+            }
+            if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+              return;
+            }
+            {
+              std::lock_guard lock(mu);
+              inflight.erase(std::make_pair(key, id));
+            }
+            absl::Status result;
+            {
+              std::lock_guard lock(join->mu);
+              result = join->first_error;
+            }
+            status->finish(std::move(result));
+          },
+          nparts);
+    }
     return status;
   }
 };
@@ -201,9 +302,12 @@ Engine::Engine(std::unique_ptr<detail::EngineImpl> impl) : impl_(std::move(impl)
 Engine::~Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineConfig config) {
-  if (key.empty() || key.size() > wire::kKeyBytesMax) {
+  if (key.empty() || key.size() > kEngineKeyBytesMax) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("engine key must be 1..%d bytes, got %d", wire::kKeyBytesMax, key.size()));
+        absl::StrFormat("engine key must be 1..%d bytes, got %d", kEngineKeyBytesMax, key.size()));
+  }
+  if (key.find(transport::kGroupSeparator) != std::string::npos) {
+    return absl::InvalidArgumentError("engine key must not contain the byte 0x1f");
   }
   if (absl::Status st = config.validate(); !st.ok()) {
     return st;
@@ -211,11 +315,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   auto impl = std::make_unique<detail::EngineImpl>();
   impl->config = config;
   detail::EngineImpl* raw = impl.get();
-  absl::StatusOr<std::unique_ptr<transport::Transport>> t =
-      transport::Transport::create(detail::transport_config(key, config), &impl->registry,
-                                   [raw](const std::string& peer, uint64_t id, absl::Status st) {
-                                     raw->record_inbound(peer, id, std::move(st));
-                                   });
+  absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::Transport::create(
+      detail::transport_config(key, config), &impl->registry,
+      [raw](const std::string& peer, uint64_t id, absl::Status st, uint16_t parts) {
+        raw->record_inbound(peer, id, std::move(st), parts);
+      });
   if (!t.ok()) {
     return t.status();
   }
@@ -235,9 +339,10 @@ const EngineDesc& Engine::desc() const { return impl_->desc; }
 const EngineConfig& Engine::config() const { return impl_->config; }
 
 absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
-  if (remote.key.empty() || remote.key.size() > wire::kKeyBytesMax) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("register_remote_engine: key must be 1..%d bytes", wire::kKeyBytesMax));
+  if (remote.key.empty() || remote.key.size() > kEngineKeyBytesMax ||
+      remote.key.find(transport::kGroupSeparator) != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "register_remote_engine: key must be 1..%d bytes without 0x1f", kEngineKeyBytesMax));
   }
   if (remote.port == 0 || remote.host.empty()) {
     return absl::InvalidArgumentError(
@@ -254,7 +359,10 @@ absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
     std::lock_guard lock(impl_->mu);
     impl_->remotes.insert_or_assign(remote.key, remote);
   }
-  impl_->transport->add_peer(remote.key, addr->first, addr->second);
+  for (int g = 0; g < impl_->groups(); ++g) {
+    impl_->transport->add_peer(detail::group_key(remote.key, g, impl_->groups()), addr->first,
+                               addr->second);
+  }
   return absl::OkStatus();
 }
 
@@ -266,7 +374,9 @@ absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
           absl::StrFormat("deregister_remote_engine: %s is not registered", remote.key));
     }
   }
-  impl_->transport->remove_peer(remote.key);
+  for (int g = 0; g < impl_->groups(); ++g) {
+    impl_->transport->remove_peer(detail::group_key(remote.key, g, impl_->groups()));
+  }
   return absl::OkStatus();
 }
 

@@ -25,6 +25,7 @@ struct Peer;
 struct OutOp {
   Peer* peer = nullptr;  // peers live as long as their worker
   uint64_t id = 0;
+  uint16_t parts = 0;
   wire::OpKind kind = wire::OpKind::kWrite;
   std::vector<Piece> pieces;
   uint64_t total = 0;
@@ -44,6 +45,7 @@ struct OutOp {
 struct InOp {
   Peer* peer = nullptr;
   uint64_t id = 0;
+  uint16_t parts = 0;
   wire::OpKind kind = wire::OpKind::kWrite;
   std::vector<iovec> segments;  // resolved local ranges, in request order
   uint64_t total = 0;

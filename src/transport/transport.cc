@@ -95,6 +95,21 @@ std::string addr_string(const sockaddr_storage& a) {
   return absl::StrFormat("[%s]:%d", host, port);
 }
 
+// Splits "base<sep>g" into its engine key and its group suffix (with the separator);
+// a key without a group suffix is all base.
+std::pair<std::string_view, std::string_view> split_group(std::string_view key) {
+  const size_t sep = key.rfind(kGroupSeparator);
+  if (sep == std::string_view::npos || sep + 1 == key.size() || key.size() - sep > 3) {
+    return {key, {}};
+  }
+  for (size_t i = sep + 1; i < key.size(); ++i) {
+    if (key[i] < '0' || key[i] > '9') {
+      return {key, {}};
+    }
+  }
+  return {key.substr(0, sep), key.substr(sep)};
+}
+
 absl::Status status_from_wire(uint16_t code, std::string_view message) {
   return absl::Status(static_cast<absl::StatusCode>(code),
                       absl::string_view(message.data(), message.size()));
@@ -241,7 +256,10 @@ class Transport::Impl {
   uint64_t instance_id = 0;
 
   Worker& worker_for(const std::string& key) {
-    return *workers[std::hash<std::string>{}(key) % workers.size()];
+    // "base<sep>g": lane group g of engine `base` goes g ring threads after the base's.
+    const auto [base, suffix] = split_group(key);
+    const size_t group = suffix.empty() ? 0 : std::stoul(std::string(suffix.substr(1)));
+    return *workers[(std::hash<std::string_view>{}(base) + group) % workers.size()];
   }
   uint64_t inline_limit() const {
     return std::min<uint64_t>(config.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);
@@ -452,7 +470,9 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
   h.stripe = stripe;
   h.capabilities = wire::kCapDataBatch | wire::kCapZeroCopy;
   h.instance_id = t_->instance_id;
-  h.key = t_->config.key;
+  // A lane group's connections say which group they are: "<own key><sep>g".
+  const std::string hello_key = t_->config.key + std::string(split_group(p->key).second);
+  h.key = hello_key;
   enqueue(c, frame_item(
                  encode_frame(wire::hello_frame_bytes(h.key.size(), 0),
                               [&](wire::MutableByteSpan o) { return wire::encode_hello(h, o); })));
@@ -1264,7 +1284,7 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
     close_conn(c, status_from_wire(a.status, a.message));
     return;
   }
-  if (c->peer != nullptr && a.key != c->peer->key) {
+  if (c->peer != nullptr && a.key != split_group(c->peer->key).first) {
     close_conn(
         c,
         absl::FailedPreconditionError(absl::StrFormat(
@@ -1322,7 +1342,7 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
   }
   enqueue(p->out_ctrl, frame_item(encode_frame(
                            wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
-                             return wire::encode_request(op->kind, op->id, segs, o);
+                             return wire::encode_request(op->kind, op->id, segs, o, op->parts);
                            })));
   if (op->kind == wire::OpKind::kWrite) {
     std::vector<iovec> local;
@@ -1523,7 +1543,7 @@ void Worker::report_inbound(Peer* p, InOp& in, const absl::Status& st) {
     in.status = st;
   }
   if (t_->inbound) {
-    t_->inbound(p->key, in.id, in.status);
+    t_->inbound(p->key, in.id, in.status, in.parts);
   }
 }
 
@@ -1545,6 +1565,7 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
   auto in = std::make_shared<InOp>();
   in->peer = p;
   in->id = r.transfer_id;
+  in->parts = r.parts;
   in->kind = r.op;
   in->total = r.total_bytes;
   in->deadline_ns = now_ns() + t_->config.timeout_ns;
@@ -2062,9 +2083,10 @@ void Transport::remove_peer(const std::string& key) {
 }
 
 void Transport::start(const std::string& peer_key, wire::OpKind op, uint64_t id,
-                      std::vector<Piece> pieces, DoneFn done) {
+                      std::vector<Piece> pieces, DoneFn done, uint16_t parts) {
   auto o = std::make_shared<OutOp>();
   o->id = id;
+  o->parts = parts;
   o->kind = op;
   for (const Piece& p : pieces) {
     o->total += p.length;

@@ -65,8 +65,15 @@ struct Piece {
 // references the transfer's local memory any more.
 using DoneFn = absl::AnyInvocable<void(absl::Status) &&>;
 // Target side: a transfer `id` from engine `peer_key` finished (for writes: the bytes
-// are in memory; for reads: they were sent). Runs on a ring thread.
-using InboundFn = std::function<void(const std::string& peer_key, uint64_t id, absl::Status)>;
+// are in memory; for reads: they were sent). `parts` is what the request said (0 or 1:
+// the whole transfer; n: one of n parts with this id). Runs on a ring thread.
+using InboundFn =
+    std::function<void(const std::string& peer_key, uint64_t id, absl::Status, uint16_t parts)>;
+
+// A peer key may end in kGroupSeparator and a decimal index g: the initiator's lane
+// group g, placed on ring thread (hash(base key) + g) % rings on both sides, so that one
+// engine pair spreads over the ring threads.
+inline constexpr char kGroupSeparator = '\x1f';
 
 struct Counters {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, transfers_initiated{0},
@@ -98,8 +105,9 @@ class Transport {
 
   // Thread-safe. Starts a transfer of `pieces` (1..wire::kSegmentsMax, each length > 0)
   // to or from `peer_key`; `done` runs once when it is final.
+  // `parts` goes into the request (see wire::Request::parts).
   void start(const std::string& peer_key, wire::OpKind op, uint64_t id, std::vector<Piece> pieces,
-             DoneFn done);
+             DoneFn done, uint16_t parts = 0);
 
   const Counters& counters() const;
   LoopStats loop_stats() const;

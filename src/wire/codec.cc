@@ -399,7 +399,8 @@ Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) no
   r.op = header.type == FrameType::kWriteRequest ? OpKind::kWrite : OpKind::kRead;
   r.transfer_id = load_le<uint64_t>(p);
   const uint32_t count = load_le<uint32_t>(p + 8);
-  if (load_le<uint32_t>(p + 12) != 0 || count == 0) {
+  r.parts = load_le<uint16_t>(p + 12);
+  if (r.parts > kPartsMax || load_le<uint16_t>(p + 14) != 0 || count == 0) {
     return DecodeError::kBadField;
   }
   if (count > kSegmentsMax) {
@@ -422,8 +423,8 @@ Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) no
 }
 
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
-                              MutableByteSpan out) noexcept {
-  if (!valid_op(static_cast<uint8_t>(op)) || segments.empty()) {
+                              MutableByteSpan out, uint16_t parts) noexcept {
+  if (!valid_op(static_cast<uint8_t>(op)) || segments.empty() || parts > kPartsMax) {
     return DecodeError::kBadField;
   }
   if (segments.size() > kSegmentsMax) {
@@ -447,7 +448,8 @@ Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const S
   std::byte* p = out.data() + kHeaderBytes;
   store_le<uint64_t>(p, transfer_id);
   store_le<uint32_t>(p + 8, static_cast<uint32_t>(segments.size()));
-  store_le<uint32_t>(p + 12, 0);
+  store_le<uint16_t>(p + 12, parts);
+  store_le<uint16_t>(p + 14, 0);
   p += kRequestFixedBytes;
   for (const Segment& s : segments) {
     store_le<uint64_t>(p, s.memory_id);

@@ -67,8 +67,9 @@ Result<DataBatch> decode_data_batch(ByteSpan in) noexcept;
 // ---- Encoding. Each returns the bytes written at the start of `out`. ----
 Result<size_t> encode_hello(const Hello& hello, MutableByteSpan out) noexcept;
 Result<size_t> encode_hello_ack(const HelloAck& ack, MutableByteSpan out) noexcept;
+// `parts`: 0 or 1 for a whole transfer, else 2..kPartsMax (see Request::parts).
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
-                              MutableByteSpan out) noexcept;
+                              MutableByteSpan out, uint16_t parts = 0) noexcept;
 Result<size_t> encode_completion(const Completion& completion, MutableByteSpan out) noexcept;
 // Writes header and body (kDataFrameBytes); the caller sends `length` payload bytes next.
 Result<size_t> encode_data(const DataHeader& data, MutableByteSpan out) noexcept;

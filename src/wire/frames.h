@@ -21,7 +21,7 @@
 //               24 key[key_len]  auth[auth_len]
 //   HelloAck:   0 u8 version  1 u8 rsv  2 u16 status  4 u16 key_len  6 u16 message_len
 //               8 u64 capabilities  16 u64 instance_id  24 key[key_len]  message[message_len]
-//   Request:    0 u64 transfer_id  8 u32 segment_count  12 u32 rsv
+//   Request:    0 u64 transfer_id  8 u32 segment_count  12 u16 parts  14 u16 rsv
 //               16 segment_count x { u64 memory_id, u64 offset, u64 length }
 //   Completion: 0 u64 transfer_id  8 u16 status  10 u8 op  11 u8 rsv  12 u16 message_len
 //               14 u16 rsv  16 message[message_len]
@@ -222,6 +222,9 @@ inline BatchEntry PackedTable<BatchEntry>::operator[](uint32_t i) const noexcept
 struct Request {
   OpKind op = OpKind::kWrite;
   uint64_t transfer_id = 0;
+  // The transfer is this many parts, each a request with the same id on its own
+  // connection set (one per initiator ring thread); 0 and 1 mean a whole transfer.
+  uint16_t parts = 0;
   uint64_t total_bytes = 0;  // sum of the segments' lengths (decoded, not on the wire)
   PackedTable<Segment> segments;
 };

@@ -60,6 +60,9 @@ inline constexpr size_t kBatchBodyBytesMax = kBatchFixedBytes + kSegmentsMax * k
 // The largest body of any frame type.
 inline constexpr size_t kBodyBytesMax = kRequestBodyBytesMax;
 
+// Parts one transfer may be split into (the initiator's ring threads).
+inline constexpr uint16_t kPartsMax = 64;
+
 // Highest canonical status code (absl::StatusCode / gRPC) a completion may carry.
 inline constexpr uint16_t kStatusCodeMax = 16;
 

@@ -63,7 +63,7 @@ void fuzz_one(ByteSpan in) {
   if (r.ok()) {
     std::vector<Segment> segs(r->segments.begin(), r->segments.end());
     expect_reencodes(in, frame_size(in), [&](MutableByteSpan o) {
-      return encode_request(r->op, r->transfer_id, segs, o);
+      return encode_request(r->op, r->transfer_id, segs, o, r->parts);
     });
   }
 #elif RX_FUZZ_ENTRY == 4

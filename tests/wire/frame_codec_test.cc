@@ -194,6 +194,19 @@ TEST(FrameCodec, RoundTripsHelloAck) {
   EXPECT_EQ(d->message, "duplicate connection");
 }
 
+TEST(FrameCodec, RoundTripsRequestParts) {
+  for (uint16_t parts : {uint16_t{0}, uint16_t{1}, uint16_t{2}, kPartsMax}) {
+    std::vector<std::byte> b(request_frame_bytes(kSegments.size()));
+    ASSERT_TRUE(encode_request(OpKind::kWrite, 5, kSegments, b, parts).ok());
+    Result<Request> d = decode_request(b);
+    ASSERT_TRUE(d.ok()) << to_string(d.error());
+    EXPECT_EQ(d->parts, parts);
+  }
+  std::vector<std::byte> b(request_frame_bytes(kSegments.size()));
+  EXPECT_EQ(encode_request(OpKind::kWrite, 5, kSegments, b, kPartsMax + 1).error(),
+            DecodeError::kBadField);
+}
+
 TEST(FrameCodec, RoundTripsWriteAndReadRequests) {
   for (OpKind op : {OpKind::kWrite, OpKind::kRead}) {
     SCOPED_TRACE(static_cast<int>(op));
@@ -426,7 +439,8 @@ const BadField kBadFields[] = {
      DecodeError::kLengthOverLimit},
     {"ack message length", Kind::kHelloAck, B + 6, 2, 3, DecodeError::kLengthMismatch},
     // Request body.
-    {"request reserved", Kind::kRequest, B + 12, 4, 1, DecodeError::kBadField},
+    {"request reserved", Kind::kRequest, B + 14, 2, 1, DecodeError::kBadField},
+    {"request parts over limit", Kind::kRequest, B + 12, 2, kPartsMax + 1, DecodeError::kBadField},
     {"request no segments", Kind::kRequest, B + 8, 4, 0, DecodeError::kBadField},
     {"request too many segments", Kind::kRequest, B + 8, 4, kSegmentsMax + 1,
      DecodeError::kTooManySegments},

@@ -48,8 +48,8 @@ struct EngineConfig {
   // connections; smaller ones travel with their request on the control connection.
   // 1 B..1 GiB.
   uint64_t stripe_threshold_bytes = 256 * 1024;
-  // Smallest stripe of a striped transfer: a transfer is cut into about 4 stripes per
-  // data connection, each at least this and at most 16 MiB (or this, if larger).
+    // Smallest stripe of a striped transfer: a transfer is cut into about 2 stripes per
+  // data connection, each at least this and at most 64 MiB (or this, if larger).
   // 4 KiB..1 GiB.
   uint64_t chunk_bytes = 1 << 20;
   // Sends of at least this many bytes use IORING_OP_SEND_ZC / SENDMSG_ZC when the

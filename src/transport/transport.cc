@@ -64,8 +64,8 @@ constexpr uint8_t kOpRecv = 3;
 constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
 constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
 constexpr size_t kScratchBytes = 64 * 1024;
-constexpr uint64_t kChunksPerLane = 4;
-constexpr uint64_t kChunkBytesMax = 16 << 20;
+constexpr uint64_t kChunksPerLane = 2;
+constexpr uint64_t kChunkBytesMax = 64 << 20;
 // Every frame is at least this long, so the first receive of a frame asks for this
 // much and often gets the whole header and body in one go.
 constexpr size_t kCtrlPrefixBytes = 40;  // the smallest completion

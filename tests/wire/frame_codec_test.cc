@@ -149,6 +149,26 @@ DecodeError decode_as(Kind k, const Bytes& b) {
   return DecodeError::kNone;
 }
 
+// Decodes `body` with the body decoder of kind `k`; returns the error (kNone on success).
+DecodeError decode_body_as(Kind k, const FrameHeader& h, const Bytes& body) {
+  const ByteSpan b(body);
+  switch (k) {
+    case Kind::kHello:
+      return decode_hello_body(h, b).error();
+    case Kind::kHelloAck:
+      return decode_hello_ack_body(h, b).error();
+    case Kind::kRequest:
+      return decode_request_body(h, b).error();
+    case Kind::kCompletion:
+      return decode_completion_body(h, b).error();
+    case Kind::kData:
+      return decode_data_body(h, b).error();
+    case Kind::kDataBatch:
+      return decode_data_batch_body(h, b).error();
+  }
+  return DecodeError::kNone;
+}
+
 constexpr Kind kAllKinds[] = {Kind::kHello,      Kind::kHelloAck, Kind::kRequest,
                               Kind::kCompletion, Kind::kData,     Kind::kDataBatch};
 
@@ -269,27 +289,7 @@ TEST(FrameCodec, TwoStepDecodeMatchesWholeFrameDecode) {
     EXPECT_EQ(h->version, kVersion);
     EXPECT_EQ(kHeaderBytes + h->body_bytes, b.size());
     const Bytes body(b.begin() + kHeaderBytes, b.end());
-    DecodeError e = DecodeError::kNone;
-    switch (k) {
-      case Kind::kHello:
-        e = decode_hello_body(*h, body).error();
-        break;
-      case Kind::kHelloAck:
-        e = decode_hello_ack_body(*h, body).error();
-        break;
-      case Kind::kRequest:
-        e = decode_request_body(*h, body).error();
-        break;
-      case Kind::kCompletion:
-        e = decode_completion_body(*h, body).error();
-        break;
-      case Kind::kData:
-        e = decode_data_body(*h, body).error();
-        break;
-      case Kind::kDataBatch:
-        e = decode_data_batch_body(*h, body).error();
-        break;
-    }
+    const DecodeError e = decode_body_as(k, *h, body);
     EXPECT_EQ(e, DecodeError::kNone) << to_string(e);
     EXPECT_EQ(decode_as(k, b), DecodeError::kNone);
   }
@@ -343,28 +343,7 @@ TEST(FrameCodec, BodyDecodersRejectShortBodies) {
     for (size_t n = 0; n < h->body_bytes; ++n) {
       SCOPED_TRACE(std::string(kind_name(k)) + " body cut at " + std::to_string(n));
       const Bytes body(b.begin() + kHeaderBytes, b.begin() + kHeaderBytes + n);
-      DecodeError e = DecodeError::kNone;
-      switch (k) {
-        case Kind::kHello:
-          e = decode_hello_body(*h, body).error();
-          break;
-        case Kind::kHelloAck:
-          e = decode_hello_ack_body(*h, body).error();
-          break;
-        case Kind::kRequest:
-          e = decode_request_body(*h, body).error();
-          break;
-        case Kind::kCompletion:
-          e = decode_completion_body(*h, body).error();
-          break;
-        case Kind::kData:
-          e = decode_data_body(*h, body).error();
-          break;
-        case Kind::kDataBatch:
-          e = decode_data_batch_body(*h, body).error();
-          break;
-      }
-      EXPECT_EQ(e, DecodeError::kTruncated);
+      EXPECT_EQ(decode_body_as(k, *h, body), DecodeError::kTruncated);
     }
   }
 }

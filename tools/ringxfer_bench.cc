@@ -43,6 +43,7 @@ ABSL_FLAG(int, stripes, 8, "data connections per peer (1..16)");
 ABSL_FLAG(int, rings, 1, "ring threads per engine");
 ABSL_FLAG(uint64_t, stripe_threshold, 256 * 1024, "bytes from which a transfer is striped");
 ABSL_FLAG(uint64_t, zerocopy_threshold, 0, "bytes from which sends use SEND_ZC (0: off)");
+ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20, "smallest stripe of a striped transfer");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
 ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
@@ -96,6 +97,7 @@ EngineConfig engine_config(uint16_t port) {
   c.rings = absl::GetFlag(FLAGS_rings);
   c.stripe_threshold_bytes = absl::GetFlag(FLAGS_stripe_threshold);
   c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
+  c.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   return c;
 }
 
@@ -415,8 +417,8 @@ int run_initiator(const std::string& host, uint16_t port) {
           s1.sqes - s0.sqes, enters, s1.cqes - s0.cqes, s1.wakeups - s0.wakeups,
           s1.bytes_sent - s0.bytes_sent, s1.bytes_received - s0.bytes_received,
           s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
-          s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs,
-          s1.connections_opened, cpu);
+          s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
+          cpu);
       absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());
       absl::PrintF(
           "%d batches (measured, warm-up and verification): io_uring_enter per batch %.1f, "
@@ -449,6 +451,7 @@ int run_loopback(const char* self) {
       absl::StrFormat("--rings=%d", absl::GetFlag(FLAGS_rings)),
       absl::StrFormat("--stripe_threshold=%d", absl::GetFlag(FLAGS_stripe_threshold)),
       absl::StrFormat("--zerocopy_threshold=%d", absl::GetFlag(FLAGS_zerocopy_threshold)),
+      absl::StrFormat("--chunk_bytes=%d", absl::GetFlag(FLAGS_chunk_bytes)),
   };
   std::vector<char*> argv;
   for (auto& a : args) {

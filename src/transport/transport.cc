@@ -1391,8 +1391,8 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     item.payload = total;
     item.zero_copy = zc_on && total >= zc_min;
     track(item);
+    // The caller pumps: a completion may still join this batch in the same sendmsg.
     enqueue(ctrl, std::move(item));
-    pump_tx(ctrl);
     return;
   }
   std::vector<Conn*> lanes;

@@ -1,6 +1,9 @@
 // Two engines in one process over real loopback sockets.
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -437,6 +440,70 @@ TEST(Engine, CarriesAThousandTransfersInFlightFromManyThreads) {
   // Reads may have copied zeros back over the source (they raced their writes), so
   // compare source and target directly: every range was written or read between them.
   EXPECT_EQ(std::memcmp(src.data(), dst.data(), src.size()), 0);
+}
+
+// Threads of this process, leaving out io_uring's io-wq workers ("iou-wrk-*"): the
+// kernel starts those for operations it punts out of the poll path (a request woken
+// by poll that still makes no progress, see io_arm_poll_handler), and retires them
+// when idle; they are the kernel's, not ringxfer's, and do not follow the peer count.
+int thread_count(int* iowq_workers = nullptr) {
+  int n = 0, iowq = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') {
+        continue;
+      }
+      char comm[64] = {};
+      const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        if (std::fgets(comm, sizeof(comm), f) == nullptr) {
+          comm[0] = 0;
+        }
+        std::fclose(f);
+      }
+      if (std::strncmp(comm, "iou-wrk", 7) == 0) {
+        ++iowq;
+      } else {
+        ++n;
+      }
+    }
+    closedir(d);
+  }
+  if (iowq_workers != nullptr) {
+    *iowq_workers = iowq;
+  }
+  return n;
+}
+
+TEST(Engine, ThreadsDoNotGrowWithPeers) {
+  const int t0 = thread_count();
+  EngineConfig cfg;
+  cfg.rings = 2;
+  cfg.stripes = 2;
+  auto a = *Engine::create("many-peers", cfg);
+  EXPECT_EQ(thread_count() - t0, 2) << "an engine runs exactly `rings` threads";
+  std::vector<std::unique_ptr<Engine>> targets;
+  std::vector<std::vector<uint8_t>> mem(8, std::vector<uint8_t>(1 << 20));
+  std::vector<MemoryDesc> dsts;
+  for (int i = 0; i < 8; ++i) {
+    targets.push_back(*Engine::create("peer-" + std::to_string(i)));
+    dsts.push_back(*targets.back()->register_memory(mem[i].data(), mem[i].size()));
+    ASSERT_TRUE(a->register_remote_engine(targets.back()->desc()).ok());
+  }
+  const int before = thread_count();
+  std::vector<uint8_t> src(1 << 20, 9);
+  MemoryDesc ms = *a->register_memory(src.data(), src.size());
+  std::vector<StatusHandle> all;
+  for (int round = 0; round < 3; ++round) {
+    for (const MemoryDesc& d : dsts) {
+      all.push_back(must(a->write(ms, 0, d, 0, src.size(), a->allocate_transfer_id())));
+    }
+  }
+  ASSERT_TRUE(wait_all(all, milliseconds(30000)).ok());
+  EXPECT_EQ(thread_count(), before) << "transfers to 8 peers must not start threads";
+  for (auto& m : mem) {
+    EXPECT_EQ(m, src);
+  }
 }
 
 TEST(Engine, WaitAllSharesOneDeadline) {

@@ -1,0 +1,165 @@
+// One initiator engine writing to N target engines at once, against the same bytes
+// written to one target: does an engine serve many peers as well as one, with a fixed
+// number of threads? All engines live in this process, on loopback.
+//   peers_bench [--peers=32] [--mib-per-round=256] [--rounds=8] [--rings=1]
+#include <dirent.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringxfer/ringxfer.h"
+
+namespace {
+
+using namespace ringxfer;
+
+// Threads of this process, leaving out io_uring's io-wq workers ("iou-wrk-*"): the
+// kernel starts those for operations it punts out of the poll path (a request woken
+// by poll that still makes no progress, see io_arm_poll_handler), and retires them
+// when idle; they are the kernel's, not ringxfer's, and do not follow the peer count.
+int thread_count(int* iowq_workers = nullptr) {
+  int n = 0, iowq = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') {
+        continue;
+      }
+      char comm[64] = {};
+      const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        if (std::fgets(comm, sizeof(comm), f) == nullptr) {
+          comm[0] = 0;
+        }
+        std::fclose(f);
+      }
+      if (std::strncmp(comm, "iou-wrk", 7) == 0) {
+        ++iowq;
+      } else {
+        ++n;
+      }
+    }
+    closedir(d);
+  }
+  if (iowq_workers != nullptr) {
+    *iowq_workers = iowq;
+  }
+  return n;
+}
+
+long flag(int argc, char** argv, const char* name, long def) {
+  const std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
+      return std::atol(argv[i] + prefix.size());
+    }
+  }
+  return def;
+}
+
+[[noreturn]] void die(const absl::Status& st) {
+  std::fprintf(stderr, "peers_bench: %s\n", st.ToString().c_str());
+  std::exit(1);
+}
+
+// Writes `bytes_per_round` per round, split evenly over `targets`; returns GB/s.
+double run(Engine& initiator, const MemoryDesc& src, std::vector<MemoryDesc>& dsts,
+           uint64_t bytes_per_round, int rounds) {
+  const uint64_t per_peer = bytes_per_round / dsts.size();
+  const uint64_t chunk = 1 << 20;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<StatusHandle> statuses;
+    for (const MemoryDesc& dst : dsts) {
+      std::vector<uint64_t> offs, sizes;
+      for (uint64_t off = 0; off < per_peer; off += chunk) {
+        offs.push_back(off);
+        sizes.push_back(std::min(chunk, per_peer - off));
+      }
+      auto st =
+          initiator.batch_write(src, offs, dst, offs, sizes, initiator.allocate_transfer_id());
+      if (!st.ok()) {
+        die(st.status());
+      }
+      statuses.push_back(*st);
+    }
+    absl::Status all = wait_all(statuses, std::chrono::milliseconds(-1));
+    if (!all.ok()) {
+      die(all);
+    }
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return double(per_peer * dsts.size() * rounds) / s / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int peers = static_cast<int>(flag(argc, argv, "peers", 32));
+  const uint64_t bytes = uint64_t(flag(argc, argv, "mib-per-round", 256)) << 20;
+  const int rounds = static_cast<int>(flag(argc, argv, "rounds", 8));
+  EngineConfig cfg;
+  cfg.rings = static_cast<int>(flag(argc, argv, "rings", 1));
+  setenv("RINGXFER_LOG", "warn", 0);
+
+  const int threads_before = thread_count();
+  auto initiator = Engine::create("peers-initiator", cfg);
+  if (!initiator.ok()) {
+    die(initiator.status());
+  }
+  const int initiator_threads = thread_count() - threads_before;
+  std::vector<char> src(bytes, 'x');
+  MemoryDesc src_md = *(*initiator)->register_memory(src.data(), src.size());
+
+  std::vector<std::unique_ptr<Engine>> targets;
+  std::vector<std::vector<char>> mem(peers);
+  std::vector<MemoryDesc> dsts;
+  for (int i = 0; i < peers; ++i) {
+    EngineConfig tc;
+    tc.rings = 1;
+    auto t = Engine::create("peers-target-" + std::to_string(i), tc);
+    if (!t.ok()) {
+      die(t.status());
+    }
+    mem[i].resize(bytes / peers);
+    dsts.push_back(*(*t)->register_memory(mem[i].data(), mem[i].size()));
+    if (absl::Status st = (*initiator)->register_remote_engine((*t)->desc()); !st.ok()) {
+      die(st);
+    }
+    targets.push_back(std::move(*t));
+  }
+  // One more target that takes a whole round alone: the one-peer baseline.
+  std::vector<char> big(bytes);
+  auto big_target = Engine::create("peers-target-big", EngineConfig{});
+  if (!big_target.ok()) {
+    die(big_target.status());
+  }
+  MemoryDesc big_md = *(*big_target)->register_memory(big.data(), big.size());
+  if (absl::Status st = (*initiator)->register_remote_engine((*big_target)->desc()); !st.ok()) {
+    die(st);
+  }
+  std::vector<MemoryDesc> single = {big_md};
+  const int before_transfers = thread_count();
+  run(**initiator, src_md, single, bytes, 1);  // warm up: connections
+  run(**initiator, src_md, dsts, bytes, 1);
+  const double one_peer = run(**initiator, src_md, single, bytes, rounds);
+  const double many = run(**initiator, src_md, dsts, bytes, rounds);
+  int iowq = 0;
+  const int after_transfers = thread_count(&iowq);
+  std::printf("initiator engine: %d ring thread(s) (%d threads created by Engine::create)\n",
+              cfg.rings, initiator_threads);
+  std::printf("threads in this process (all %d engines) before and after the transfers: %d -> %d\n",
+              peers + 2, before_transfers, after_transfers);
+  std::printf(
+      "(each target engine runs 1 ring thread of its own, in this process; io_uring "
+      "io-wq workers, the kernel's, not counted: %d at the end)\n",
+      iowq);
+  std::printf(
+      "1 peer: %.2f GB/s; %d peers at once: %.2f GB/s aggregate; ratio %.2f (target >= 0.9)\n",
+      one_peer, peers, many, many / one_peer);
+  return 0;
+}

@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
     return server(host, argv[2]);
   }
   if (argc >= 4 && std::strcmp(argv[1], "--client") == 0) {
-    const int iters = argc >= 6 && std::strcmp(argv[4], "--iters") == 0 ? std::atoi(argv[5]) : 10000;
+    const int iters =
+        argc >= 6 && std::strcmp(argv[4], "--iters") == 0 ? std::atoi(argv[5]) : 10000;
     return client(argv[2], argv[3], iters);
   }
   std::fprintf(stderr, "usage: %s --server PORT [--host ADDR] | --client HOST PORT [--iters N]\n",

@@ -243,6 +243,26 @@ TEST(Engine, SessionsTransferAndReportAliveness) {
   EXPECT_EQ(after.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(Engine, WorksWithSqpollAndPinnedRingThreads) {
+  EngineConfig cfg;
+  cfg.sqpoll = true;
+  cfg.ring_cpus = {0};
+  EnginePair pair(cfg);
+  if (!pair.error.ok()) {
+    GTEST_SKIP() << "no SQPOLL here: " << pair.error;
+  }
+  std::vector<uint8_t> src(3 << 20), dst(3 << 20, 0), back(3 << 20, 0);
+  fill_pattern(src.data(), src.size(), 21);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  MemoryDesc mb = *pair.a().register_memory(back.data(), back.size());
+  for (uint64_t size : {uint64_t{8}, uint64_t{100000}, uint64_t{3} << 20}) {
+    expect_success(must(pair.a().write(ms, 0, md, 0, size, pair.a().allocate_transfer_id())));
+    expect_success(must(pair.a().read(mb, 0, md, 0, size, pair.a().allocate_transfer_id())));
+    EXPECT_EQ(std::memcmp(src.data(), back.data(), size), 0) << size;
+  }
+}
+
 TEST(Engine, WorksOverIpv6Loopback) {
   EnginePair pair(EngineConfig{}, "::1");
   if (!pair.error.ok()) {

@@ -122,6 +122,18 @@ T value_or_raise(absl::StatusOr<T> v) {
   return std::move(*v);
 }
 
+// Runs `start` (a call that starts a transfer) with the GIL released, then raises, with
+// the GIL held again, if it failed.
+template <typename Start>
+StatusHandle start_transfer(Start&& start) {
+  absl::StatusOr<StatusHandle> st;
+  {
+    py::gil_scoped_release nogil;
+    st = start();
+  }
+  return value_or_raise(std::move(st));
+}
+
 void ok_or_raise(const absl::Status& st) {
   if (!st.ok()) {
     raise(st);
@@ -403,12 +415,15 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<MemoryDesc>(m, "MemoryDesc", "A registered memory region, as another engine sees it.")
       .def(py::init<>(), "An empty descriptor (id 0: never a registered region).")
-      .def_property_readonly("device_bus_id", [](const MemoryDesc&) { return std::string(); },
-                             "MORI-IO field; empty in ringxfer (no GPU IPC).")
-      .def_property_readonly("numa_node", [](const MemoryDesc&) { return -1; },
-                             "MORI-IO field; -1 (unknown) in ringxfer.")
-      .def_property_readonly("ipc_handle", [](const MemoryDesc&) { return py::bytes(); },
-                             "MORI-IO field; empty in ringxfer (no GPU IPC).")
+      .def_property_readonly(
+          "device_bus_id", [](const MemoryDesc&) { return std::string(); },
+          "MORI-IO field; empty in ringxfer (no GPU IPC).")
+      .def_property_readonly(
+          "numa_node", [](const MemoryDesc&) { return -1; },
+          "MORI-IO field; -1 (unknown) in ringxfer.")
+      .def_property_readonly(
+          "ipc_handle", [](const MemoryDesc&) { return py::bytes(); },
+          "MORI-IO field; empty in ringxfer (no GPU IPC).")
       .def_property_readonly("engine_key", [](const MemoryDesc& d) { return d.engine_key; })
       .def_property_readonly("id", [](const MemoryDesc& d) { return d.id; })
       .def_property_readonly("device_id", [](const MemoryDesc& d) { return d.device_id; })
@@ -496,17 +511,17 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "write",
           [](Session& s, long long lo, long long ro, long long size, uint64_t uid) {
-            py::gil_scoped_release nogil;
-            return value_or_raise(s.write(checked(lo, "local_offset"), checked(ro, "remote_offset"),
-                                          checked(size, "size"), uid));
+            const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
+                           n = checked(size, "size");
+            return start_transfer([&] { return s.write(a, b, n, uid); });
           },
           py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
       .def(
           "read",
           [](Session& s, long long lo, long long ro, long long size, uint64_t uid) {
-            py::gil_scoped_release nogil;
-            return value_or_raise(s.read(checked(lo, "local_offset"), checked(ro, "remote_offset"),
-                                         checked(size, "size"), uid));
+            const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
+                           n = checked(size, "size");
+            return start_transfer([&] { return s.read(a, b, n, uid); });
           },
           py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
       .def(
@@ -515,8 +530,7 @@ PYBIND11_MODULE(_core, m) {
              uint64_t uid) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            py::gil_scoped_release nogil;
-            return value_or_raise(s.batch_write(l, r, z, uid));
+            return start_transfer([&] { return s.batch_write(l, r, z, uid); });
           },
           py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
       .def(
@@ -525,8 +539,7 @@ PYBIND11_MODULE(_core, m) {
              uint64_t uid) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            py::gil_scoped_release nogil;
-            return value_or_raise(s.batch_read(l, r, z, uid));
+            return start_transfer([&] { return s.batch_read(l, r, z, uid); });
           },
           py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
       .def("alive", &Session::alive);
@@ -583,12 +596,7 @@ PYBIND11_MODULE(_core, m) {
              long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            absl::StatusOr<StatusHandle> st;
-            {
-              py::gil_scoped_release nogil;
-              st = e.write(l, a, r, b, n, uid);
-            }
-            return value_or_raise(std::move(st));
+            return start_transfer([&] { return e.write(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
           py::arg("size"), py::arg("uid"))
@@ -598,12 +606,7 @@ PYBIND11_MODULE(_core, m) {
              long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            absl::StatusOr<StatusHandle> st;
-            {
-              py::gil_scoped_release nogil;
-              st = e.read(l, a, r, b, n, uid);
-            }
-            return value_or_raise(std::move(st));
+            return start_transfer([&] { return e.read(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
           py::arg("size"), py::arg("uid"))
@@ -613,12 +616,9 @@ PYBIND11_MODULE(_core, m) {
              const MemoryDesc& r, const py::sequence& ro, const py::sequence& sz, uint64_t uid) {
             auto a = offsets_of(lo, "local_offsets"), b = offsets_of(ro, "remote_offsets"),
                  n = offsets_of(sz, "sizes");
-            absl::StatusOr<StatusHandle> st;
-            {
-              py::gil_scoped_release nogil;
-              st = write ? e.batch_write(l, a, r, b, n, uid) : e.batch_read(l, a, r, b, n, uid);
-            }
-            return value_or_raise(std::move(st));
+            return start_transfer([&] {
+              return write ? e.batch_write(l, a, r, b, n, uid) : e.batch_read(l, a, r, b, n, uid);
+            });
           },
           py::arg("write"), py::arg("local"), py::arg("local_offsets"), py::arg("remote"),
           py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))

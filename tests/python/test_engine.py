@@ -306,3 +306,20 @@ def test_context_manager_and_stats():
         assert s["ring_threads"] == 1 and s["bytes_sent"] == 0 and "io_uring_enter" in s
     with pytest.raises(RuntimeError):
         e.allocate_transfer_uid()
+
+
+def test_errors_raised_after_the_gil_is_taken_back(pair):
+    """Transfer calls release the GIL; errors mapped to exceptions that the C API sets
+    (NotImplementedError for GPU memory here) are raised only once it is held again."""
+    a, b = pair
+    ms = a.register_memory(np.zeros(64, np.uint8))
+    md = b.register_memory(np.zeros(64, np.uint8))
+    packed = md.pack()
+    gpu = MemoryDesc.unpack(packed[:-9] + bytes([1]) + packed[-8:])  # location byte: GPU
+    assert gpu.loc == MemoryLocationType.GPU
+    with pytest.raises(NotImplementedError, match="GPU"):
+        a.write(ms, 0, gpu, 0, 8, a.allocate_transfer_uid())
+    assert a.create_session(ms, gpu) is None
+    sess = a.create_session(ms, md)
+    with pytest.raises(ValueError, match="size is 0"):
+        sess.write(0, 0, 0, sess.allocate_transfer_uid())

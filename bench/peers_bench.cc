@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   const uint64_t bytes = uint64_t(flag(argc, argv, "mib-per-round", 256)) << 20;
   const int rounds = static_cast<int>(flag(argc, argv, "rounds", 8));
   EngineConfig cfg;
-  cfg.rings = static_cast<int>(flag(argc, argv, "rings", 1));
+  cfg.rings = static_cast<int>(flag(argc, argv, "rings", EngineConfig{}.rings));
   setenv("RINGXFER_LOG", "warn", 0);
 
   const int threads_before = thread_count();

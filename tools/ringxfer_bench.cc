@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,13 +38,23 @@ ABSL_FLAG(int, batch, 256, "messages per batch (1..8192)");
 ABSL_FLAG(uint64_t, min_size, 8, "smallest message size in bytes (swept in powers of two)");
 ABSL_FLAG(uint64_t, max_size, 1 << 20, "largest message size in bytes");
 ABSL_FLAG(uint64_t, stride, 0, "distance between messages in bytes (0: contiguous)");
+ABSL_FLAG(uint64_t, footprint, 0,
+          "bytes of memory a batch walks through, wrapping around (0: batch x stride); a "
+          "footprint that fits in cache measures what iperf3 measures, which reuses one block");
 ABSL_FLAG(int, iters, 128, "measured batches per size");
 ABSL_FLAG(int, warmup, 8, "unmeasured batches per size");
-ABSL_FLAG(int, stripes, 8, "data connections per peer (1..16)");
-ABSL_FLAG(int, rings, 1, "ring threads per engine");
-ABSL_FLAG(uint64_t, stripe_threshold, 256 * 1024, "bytes from which a transfer is striped");
-ABSL_FLAG(uint64_t, zerocopy_threshold, 0, "bytes from which sends use SEND_ZC (0: off)");
-ABSL_FLAG(uint64_t, chunk_bytes, 1 << 20, "smallest stripe of a striped transfer");
+ABSL_FLAG(int, stripes, ringxfer::EngineConfig{}.stripes, "data connections per peer (1..16)");
+ABSL_FLAG(int, rings, ringxfer::EngineConfig{}.rings, "ring threads per engine");
+ABSL_FLAG(uint64_t, stripe_threshold, ringxfer::EngineConfig{}.stripe_threshold_bytes,
+          "bytes from which a transfer is striped");
+ABSL_FLAG(uint64_t, zerocopy_threshold, ringxfer::EngineConfig{}.zerocopy_threshold_bytes,
+          "bytes from which sends use SEND_ZC (0: off)");
+ABSL_FLAG(uint64_t, chunk_bytes, ringxfer::EngineConfig{}.chunk_bytes,
+          "smallest stripe of a striped transfer");
+ABSL_FLAG(int, send_buffer, ringxfer::EngineConfig{}.socket.send_buffer_bytes,
+          "SO_SNDBUF of every connection in bytes (0: kernel autotuning)");
+ABSL_FLAG(int, recv_buffer, ringxfer::EngineConfig{}.socket.recv_buffer_bytes,
+          "SO_RCVBUF of every connection in bytes (0: kernel autotuning)");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
 ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
@@ -98,13 +109,17 @@ EngineConfig engine_config(uint16_t port) {
   c.stripe_threshold_bytes = absl::GetFlag(FLAGS_stripe_threshold);
   c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
   c.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  c.socket.send_buffer_bytes = absl::GetFlag(FLAGS_send_buffer);
+  c.socket.recv_buffer_bytes = absl::GetFlag(FLAGS_recv_buffer);
   return c;
 }
 
 uint64_t region_bytes() {
   const uint64_t max = absl::GetFlag(FLAGS_max_size);
   const uint64_t stride = std::max(absl::GetFlag(FLAGS_stride), max);
-  return stride * static_cast<uint64_t>(absl::GetFlag(FLAGS_batch));
+  const uint64_t all = stride * static_cast<uint64_t>(absl::GetFlag(FLAGS_batch));
+  const uint64_t footprint = absl::GetFlag(FLAGS_footprint);
+  return footprint == 0 ? all : std::min(all, std::max(footprint, max));
 }
 
 // ---- Rendezvous: a line in, a line out. ----
@@ -308,16 +323,21 @@ int run_initiator(const std::string& host, uint16_t port) {
   int verified = 0;
   for (uint64_t size = min_size; size <= max_size; size *= 2) {
     const uint64_t stride = std::max(absl::GetFlag(FLAGS_stride), size);
+    // Messages wrap around the region when --footprint makes it smaller than the batch;
+    // only the first `distinct` of them have their own bytes (and are verified).
+    const uint64_t region = region_bytes();
+    const int distinct = static_cast<int>(std::min<uint64_t>(batch, region / stride));
     std::vector<uint64_t> offs(batch), sizes(batch, size);
     for (int i = 0; i < batch; ++i) {
-      offs[i] = i * stride;
+      offs[i] = (i % distinct) * stride;
     }
     if (tty) {
       absl::FPrintF(stderr, "\r  measuring %d B ...", size);
     }
-    auto run_once = [&](bool w, const MemoryDesc& md) -> ringxfer::StatusHandle {
-      auto st = w ? e.batch_write(md, offs, remote.memory, offs, sizes, e.allocate_transfer_id())
-                  : e.batch_read(md, offs, remote.memory, offs, sizes, e.allocate_transfer_id());
+    auto run_n = [&](bool w, const MemoryDesc& md, int n) -> ringxfer::StatusHandle {
+      const std::span<const uint64_t> o(offs.data(), n), z(sizes.data(), n);
+      auto st = w ? e.batch_write(md, o, remote.memory, o, z, e.allocate_transfer_id())
+                  : e.batch_read(md, o, remote.memory, o, z, e.allocate_transfer_id());
       if (!st.ok()) {
         die(st.status().ToString());
       }
@@ -327,18 +347,19 @@ int run_initiator(const std::string& host, uint16_t port) {
       }
       return *st;
     };
+    auto run_once = [&](bool w, const MemoryDesc& md) { return run_n(w, md, batch); };
     bool ok = true;
     if (absl::GetFlag(FLAGS_verify)) {
       // Write a pattern, read it back elsewhere, compare: checks both directions.
-      for (int i = 0; i < batch; ++i) {
+      for (int i = 0; i < distinct; ++i) {
         for (uint64_t j = 0; j < size; ++j) {
           mem[offs[i] + j] = static_cast<char>((i * 131 + j * 7 + size) & 0xff);
         }
         std::memset(check.data() + offs[i], 0, size);
       }
-      run_once(true, local);
-      run_once(false, check_md);
-      for (int i = 0; i < batch && ok; ++i) {
+      run_n(true, local, distinct);
+      run_n(false, check_md, distinct);
+      for (int i = 0; i < distinct && ok; ++i) {
         ok = std::memcmp(mem.data() + offs[i], check.data() + offs[i], size) == 0;
       }
       if (!ok) {
@@ -447,11 +468,14 @@ int run_loopback(const char* self) {
       absl::StrFormat("--batch=%d", absl::GetFlag(FLAGS_batch)),
       absl::StrFormat("--max_size=%d", absl::GetFlag(FLAGS_max_size)),
       absl::StrFormat("--stride=%d", absl::GetFlag(FLAGS_stride)),
+      absl::StrFormat("--footprint=%d", absl::GetFlag(FLAGS_footprint)),
       absl::StrFormat("--stripes=%d", absl::GetFlag(FLAGS_stripes)),
       absl::StrFormat("--rings=%d", absl::GetFlag(FLAGS_rings)),
       absl::StrFormat("--stripe_threshold=%d", absl::GetFlag(FLAGS_stripe_threshold)),
       absl::StrFormat("--zerocopy_threshold=%d", absl::GetFlag(FLAGS_zerocopy_threshold)),
       absl::StrFormat("--chunk_bytes=%d", absl::GetFlag(FLAGS_chunk_bytes)),
+      absl::StrFormat("--send_buffer=%d", absl::GetFlag(FLAGS_send_buffer)),
+      absl::StrFormat("--recv_buffer=%d", absl::GetFlag(FLAGS_recv_buffer)),
   };
   std::vector<char*> argv;
   for (auto& a : args) {

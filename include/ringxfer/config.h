@@ -13,10 +13,14 @@
 namespace ringxfer {
 
 struct SocketOptions {
-  // SO_SNDBUF / SO_RCVBUF in bytes; 0 keeps the kernel's autotuning (recommended).
-  // Range 0 or 4 KiB..1 GiB.
-  int send_buffer_bytes = 0;
-  int recv_buffer_bytes = 0;
+  // SO_SNDBUF / SO_RCVBUF in bytes (the kernel doubles them); 0 keeps the kernel's
+  // autotuning. The 1 MiB default keeps what is in flight per connection small enough
+  // to stay in the last-level cache between the sender's copy and the receiver's; with
+  // autotuning a loopback receive buffer grows to tcp_rmem's maximum (32 MiB here) and
+  // every byte makes an extra trip to DRAM (README, "Socket buffers"). Raise it, or
+  // use 0, on paths whose bandwidth x round trip exceeds it. Range 0 or 4 KiB..1 GiB.
+  int send_buffer_bytes = 1 << 20;
+  int recv_buffer_bytes = 1 << 20;
   // TCP keepalive (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT): on by default so a silent
   // peer is found even with no transfer pending. Seconds 1..86400, count 1..100.
   bool keepalive = true;
@@ -35,11 +39,15 @@ struct EngineConfig {
   // Ring threads, each with one io_uring; fixed for the engine's life, whatever the
   // number of peers. With more than one, every peer is served by `rings` lane groups
   // (one per ring thread, each with its own connections) and transfers of at least
-  // rings x stripe_threshold_bytes are split across them. 1..64.
-  int rings = 1;
+  // rings x stripe_threshold_bytes are split across them. The default of 2 lets the
+  // copies of two connections run on two cores. 1..64.
+  int rings = 2;
   // Data connections per peer, besides the control connection; with several rings,
-  // each lane group opens ceil(stripes / rings) of them. 1..16.
-  int stripes = 8;
+  // each lane group opens ceil(stripes / rings) of them. The default gives each ring
+  // thread one: a thread copies for one connection at a time, and more connections per
+  // thread only add bytes in flight (README, "Socket buffers"). Raise it where single
+  // flows are capped by the network (per-flow ECMP hashing, congestion windows). 1..16.
+  int stripes = 2;
   // Every transfer fails with kDeadlineExceeded when it has not finished within this;
   // it also bounds connecting and unacknowledged data (TCP_USER_TIMEOUT).
   // 1 ms..1 hour.
@@ -48,7 +56,7 @@ struct EngineConfig {
   // connections; smaller ones travel with their request on the control connection.
   // 1 B..1 GiB.
   uint64_t stripe_threshold_bytes = 256 * 1024;
-    // Smallest stripe of a striped transfer: a transfer is cut into about 2 stripes per
+  // Smallest stripe of a striped transfer: a transfer is cut into about 2 stripes per
   // data connection, each at least this and at most 64 MiB (or this, if larger).
   // 4 KiB..1 GiB.
   uint64_t chunk_bytes = 1 << 20;

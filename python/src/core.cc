@@ -160,7 +160,7 @@ struct TcpBackendConfig {
   int num_data_conns = 8;
   int64_t striping_threshold_bytes = 65536;
   // ringxfer's own.
-  int num_rings = 1;
+  int num_rings = ringxfer::EngineConfig{}.rings;
   int64_t zerocopy_threshold_bytes = 0;
   int64_t chunk_bytes = 1 << 20;
   int ring_entries = 512;

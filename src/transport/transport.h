@@ -22,8 +22,8 @@
 namespace ringxfer::transport {
 
 struct SocketConfig {
-  int send_buffer_bytes = 0;
-  int recv_buffer_bytes = 0;
+  int send_buffer_bytes = 1 << 20;
+  int recv_buffer_bytes = 1 << 20;
   bool keepalive = true;
   int keepalive_idle_s = 30;
   int keepalive_interval_s = 10;
@@ -35,8 +35,8 @@ struct Config {
   std::string key;
   std::string host = "127.0.0.1";
   uint16_t port = 0;
-  int rings = 1;
-  int stripes = 8;
+  int rings = 2;
+  int stripes = 2;
   int64_t timeout_ns = 30'000'000'000;
   uint64_t stripe_threshold_bytes = 256 * 1024;
   uint64_t chunk_bytes = 1 << 20;

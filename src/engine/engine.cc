@@ -209,20 +209,21 @@ class EngineImpl {
     const bool batch = sizes.size() > 1;
     uint64_t total = 0;
     for (size_t i = 0; i < sizes.size(); ++i) {
-      const std::string idx = batch ? absl::StrFormat("[%d]", i) : "";
+      // "[i]" after each argument's name in a batch; formatted only for an error message.
+      const auto idx = [&] { return batch ? absl::StrFormat("[%d]", i) : std::string(); };
       const uint64_t n = sizes[i];
       if (n == 0) {
-        return absl::InvalidArgumentError(absl::StrFormat("%s: size%s is 0", verb, idx));
+        return absl::InvalidArgumentError(absl::StrFormat("%s: size%s is 0", verb, idx()));
       }
       if (!memory::range_inside(local_offsets[i], n, local.size)) {
         return absl::OutOfRangeError(absl::StrFormat(
-            "%s: local_offset%s %d + size%s %d is beyond local memory %d of %d bytes", verb, idx,
-            local_offsets[i], idx, n, local.id, local.size));
+            "%s: local_offset%s %d + size%s %d is beyond local memory %d of %d bytes", verb, idx(),
+            local_offsets[i], idx(), n, local.id, local.size));
       }
       if (!memory::range_inside(remote_offsets[i], n, remote.size)) {
         return absl::OutOfRangeError(absl::StrFormat(
-            "%s: remote_offset%s %d + size%s %d is beyond remote memory %d of %d bytes", verb, idx,
-            remote_offsets[i], idx, n, remote.id, remote.size));
+            "%s: remote_offset%s %d + size%s %d is beyond remote memory %d of %d bytes", verb,
+            idx(), remote_offsets[i], idx(), n, remote.id, remote.size));
       }
       if (n > wire::kSegmentBytesMax || total + n > wire::kTransferBytesMax) {
         return absl::InvalidArgumentError(

@@ -41,20 +41,27 @@ std::optional<Region> Registry::find(uint64_t id) const {
 }
 
 absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint64_t length) const {
+  std::optional<Region> last;
+  return resolve(id, offset, length, last);
+}
+
+absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint64_t length,
+                                             std::optional<Region>& last) const {
   if (length == 0) {
     return absl::InvalidArgumentError(absl::StrFormat("memory id %d: length is 0", id));
   }
-  std::shared_lock lock(mu_);
-  auto it = regions_.find(id);
-  if (it == regions_.end()) {
-    return absl::NotFoundError(absl::StrFormat("memory id %d is not registered", id));
+  if (!last.has_value() || last->id != id) {
+    last = find(id);
+    if (!last.has_value()) {
+      return absl::NotFoundError(absl::StrFormat("memory id %d is not registered", id));
+    }
   }
-  const Region& r = it->second;
-  if (!range_inside(offset, length, r.size)) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "memory id %d: offset %d + length %d is beyond its size %d", id, offset, length, r.size));
+  if (!range_inside(offset, length, last->size)) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("memory id %d: offset %d + length %d is beyond its size %d", id, offset,
+                        length, last->size));
   }
-  return r.base + offset;
+  return last->base + offset;
 }
 
 size_t Registry::size() const {

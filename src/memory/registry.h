@@ -36,6 +36,12 @@ class Registry {
   // kOutOfRange when the range leaves the region (overflow included), kInvalidArgument
   // for length 0.
   absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length) const;
+  // As above, but takes the lock only when `id` is not `last`'s id, and then leaves the
+  // region found in `last`: the segments of one request mostly share a region. (Like the
+  // pointer returned, `last` is a snapshot; deregistering memory that is in use by a
+  // transfer is the caller's error either way.)
+  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length,
+                                     std::optional<Region>& last) const;
   size_t size() const;
 
  private:

@@ -1570,8 +1570,9 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
   in->total = r.total_bytes;
   in->deadline_ns = now_ns() + t_->config.timeout_ns;
   in->segments.reserve(r.segments.size());
+  std::optional<memory::Region> region;  // the lock is taken once per distinct region
   for (const wire::Segment s : r.segments) {
-    absl::StatusOr<std::byte*> at = t_->registry->resolve(s.memory_id, s.offset, s.length);
+    absl::StatusOr<std::byte*> at = t_->registry->resolve(s.memory_id, s.offset, s.length, region);
     if (!at.ok()) {
       in->status = at.status();
       break;

@@ -58,6 +58,25 @@ TEST(Registry, ForgetsRemovedRegionsAndNeverReusesIds) {
   EXPECT_EQ(reg.size(), 1u);
 }
 
+TEST(Registry, ResolvingWithALastRegionChecksBoundsAndFollowsTheId) {
+  Registry reg;
+  std::byte a[16], b[32];
+  const uint64_t ia = reg.add(a, sizeof(a), Location::kCpu, -1)->id;
+  const uint64_t ib = reg.add(b, sizeof(b), Location::kCpu, -1)->id;
+  std::optional<Region> last;
+  EXPECT_EQ(*reg.resolve(ia, 4, 12, last), a + 4);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->id, ia);
+  // The cached region's own bounds apply, not the next region's.
+  EXPECT_EQ(reg.resolve(ia, 8, 9, last).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(reg.resolve(ia, 0, 0, last).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*reg.resolve(ib, 20, 12, last), b + 20);
+  EXPECT_EQ(last->id, ib);
+  EXPECT_EQ(reg.resolve(ib + 7, 0, 1, last).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(last.has_value());
+  EXPECT_EQ(*reg.resolve(ia, 0, 16, last), a);
+}
+
 TEST(Registry, ServesLookupsWhileRegistering) {
   Registry reg;
   std::vector<std::byte> buf(64);

@@ -151,12 +151,14 @@ class Line {
 // The target's counters since `base` (taken when the initiator said hello).
 std::string stats_line(const Engine& e, const ringxfer::EngineStats& base, double cpu) {
   const ringxfer::EngineStats s = e.stats();
-  return absl::StrFormat(
-      "STATS %d %d %d %d %d %d %d %d %d %d %d %d %.6f", s.sqes - base.sqes, s.enters - base.enters,
-      s.cqes - base.cqes, s.wakeups - base.wakeups, s.bytes_sent - base.bytes_sent,
-      s.bytes_received - base.bytes_received, s.zerocopy_sends - base.zerocopy_sends,
-      s.zerocopy_copied - base.zerocopy_copied, s.short_sends - base.short_sends,
-      s.short_recvs - base.short_recvs, s.connections_opened, s.hostile_frames, cpu);
+  return absl::StrFormat("STATS %d %d %d %d %d %d %d %d %d %d %d %d %.6f %d %d", s.sqes - base.sqes,
+                         s.enters - base.enters, s.cqes - base.cqes, s.wakeups - base.wakeups,
+                         s.bytes_sent - base.bytes_sent, s.bytes_received - base.bytes_received,
+                         s.zerocopy_sends - base.zerocopy_sends,
+                         s.zerocopy_copied - base.zerocopy_copied, s.short_sends - base.short_sends,
+                         s.short_recvs - base.short_recvs, s.connections_opened, s.hostile_frames,
+                         cpu, s.zerocopy_fixed_sends - base.zerocopy_fixed_sends,
+                         s.fixed_buffer_fallbacks);
 }
 
 int run_target() {
@@ -433,11 +435,12 @@ int run_initiator(const std::string& host, uint16_t port) {
     } else {
       absl::PrintF(
           "initiator: sqes %d, io_uring_enter %d, cqes %d, wakeups %d, sent %d B, received %d "
-          "B, zero-copy sends %d (copied %d), short sends %d, short recvs %d, connections %d, "
-          "cpu %.3f s\n",
+          "B, zero-copy sends %d (copied %d, from fixed buffers %d; fixed buffers refused %d), "
+          "short sends %d, short recvs %d, connections %d, cpu %.3f s\n",
           s1.sqes - s0.sqes, enters, s1.cqes - s0.cqes, s1.wakeups - s0.wakeups,
           s1.bytes_sent - s0.bytes_sent, s1.bytes_received - s0.bytes_received,
           s1.zerocopy_sends - s0.zerocopy_sends, s1.zerocopy_copied - s0.zerocopy_copied,
+          s1.zerocopy_fixed_sends - s0.zerocopy_fixed_sends, s1.fixed_buffer_fallbacks,
           s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
           cpu);
       absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());

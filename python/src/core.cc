@@ -654,6 +654,10 @@ PYBIND11_MODULE(_core, m) {
         d["connections_opened"] = s.connections_opened;
         d["connections_closed"] = s.connections_closed;
         d["hostile_frames"] = s.hostile_frames;
+        d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
+        d["fixed_buffers"] = s.fixed_buffers;
+        d["fixed_buffer_fallbacks"] = s.fixed_buffer_fallbacks;
+        d["zerocopy_refused"] = s.zerocopy_refused;
         d["ring_threads"] = s.ring_threads;
         return d;
       });

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "memory/registry.h"
 #include "transport/transport.h"
 #include "wire/limits.h"
@@ -400,6 +401,10 @@ absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
   d.size = size;
   d.location = location;
   d.address = reinterpret_cast<uint64_t>(ptr);
+  if (impl_->config.zerocopy_threshold_bytes > 0) {
+    // Zero-copy sends from registered buffers pin no pages per send.
+    impl_->transport->add_fixed_buffer(static_cast<std::byte*>(ptr), size);
+  }
   return d;
 }
 
@@ -409,7 +414,12 @@ absl::Status Engine::deregister_memory(const MemoryDesc& desc) {
         absl::StrFormat("deregister_memory: memory %d belongs to engine %s, not %s", desc.id,
                         desc.engine_key, impl_->desc.key));
   }
-  return impl_->registry.remove(desc.id);
+  const std::optional<memory::Region> r = impl_->registry.find(desc.id);
+  RX_RETURN_IF_ERROR(impl_->registry.remove(desc.id));
+  if (impl_->config.zerocopy_threshold_bytes > 0) {
+    impl_->transport->remove_fixed_buffer(r->base);
+  }
+  return absl::OkStatus();
 }
 
 uint64_t Engine::allocate_transfer_id() {
@@ -492,6 +502,10 @@ EngineStats Engine::stats() const {
   s.connections_opened = c.connections_opened.load();
   s.connections_closed = c.connections_closed.load();
   s.hostile_frames = c.hostile_frames.load();
+  s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
+  s.fixed_buffers = c.fixed_buffers.load();
+  s.fixed_buffer_fallbacks = c.fixed_buffer_fallbacks.load();
+  s.zerocopy_refused = c.zerocopy_refused.load();
   s.ring_threads = impl_->config.rings;
   return s;
 }

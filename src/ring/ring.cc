@@ -1,5 +1,8 @@
 #include "ring/ring.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -36,8 +39,9 @@ absl::Status unavailable(int err) {
 std::string RingFeatures::describe() const {
   return absl::StrFormat(
       "single_issuer=%d defer_taskrun=%d coop_taskrun=%d sqpoll=%d send_zc=%d "
-      "zc_report_usage=%d ext_arg=%d",
-      single_issuer, defer_taskrun, coop_taskrun, sqpoll, send_zc, zc_report_usage, ext_arg);
+      "zc_report_usage=%d ext_arg=%d fixed_files=%d fixed_buffers=%d",
+      single_issuer, defer_taskrun, coop_taskrun, sqpoll, send_zc, zc_report_usage, ext_arg,
+      fixed_files, fixed_buffers);
 }
 
 absl::StatusOr<std::unique_ptr<Ring>> Ring::create(const RingOptions& options) {
@@ -115,6 +119,25 @@ absl::StatusOr<std::unique_ptr<Ring>> Ring::create(const RingOptions& options) {
   if (!r->features_.ext_arg) {
     return absl::UnavailableError(
         "io_uring: the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11); use Linux 6.0 or newer");
+  }
+  // Sparse tables (Linux 5.19): empty slots cost nothing and pin nothing.
+  rlimit nofile{};
+  unsigned files = options.file_slots;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    files = static_cast<unsigned>(std::min<rlim_t>(files, nofile.rlim_cur));
+  }
+  if (files > 0 && io_uring_register_files_sparse(&r->ring_, files) == 0) {
+    r->features_.fixed_files = true;
+    for (int i = static_cast<int>(files) - 1; i >= 0; --i) {
+      r->free_files_.push_back(i);
+    }
+  }
+  if (options.buffer_slots > 0 &&
+      io_uring_register_buffers_sparse(&r->ring_, options.buffer_slots) == 0) {
+    r->features_.fixed_buffers = true;
+    for (int i = static_cast<int>(options.buffer_slots) - 1; i >= 0; --i) {
+      r->free_buffers_.push_back(i);
+    }
   }
   return r;
 }
@@ -199,14 +222,68 @@ int Ring::submit_and_wait(int64_t timeout_ns) noexcept {
   return ret;
 }
 
-absl::Status Ring::register_buffers(const struct iovec* iovs, unsigned count) noexcept {
-  const int ret = io_uring_register_buffers(&ring_, iovs, count);
-  if (ret < 0) {
-    return base::errno_to_status(-ret, "io_uring_register_buffers");
+void Ring::reserve(unsigned n) noexcept {
+  while (io_uring_sq_space_left(&ring_) < n) {
+    ++counters_.full_flushes;
+    flush();
   }
-  return absl::OkStatus();
 }
 
-void Ring::unregister_buffers() noexcept { (void)io_uring_unregister_buffers(&ring_); }
+int Ring::install_file(int fd) noexcept {
+  if (free_files_.empty()) {
+    return -1;
+  }
+  const int slot = free_files_.back();
+  if (io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), &fd, 1) != 1) {
+    return -1;
+  }
+  free_files_.pop_back();
+  return slot;
+}
+
+void Ring::remove_file(int slot) noexcept {
+  if (slot < 0) {
+    return;
+  }
+  int none = -1;
+  (void)io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), &none, 1);
+  free_files_.push_back(slot);
+}
+
+absl::StatusOr<int> Ring::install_buffer(void* base, size_t len) noexcept {
+  if (free_buffers_.empty()) {
+    return absl::ResourceExhaustedError(features_.fixed_buffers
+                                            ? "the registered-buffer table is full"
+                                            : "the kernel has no sparse registered buffers");
+  }
+  if (len == 0 || len > (size_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d bytes: a registered buffer holds 1 B..1 GiB", len));
+  }
+  const int slot = free_buffers_.back();
+  iovec iov{base, len};
+  __u64 tag = 0;
+  const int ret =
+      io_uring_register_buffers_update_tag(&ring_, static_cast<unsigned>(slot), &iov, &tag, 1);
+  if (ret < 0) {
+    if (ret == -ENOMEM) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("pinning %d bytes exceeds RLIMIT_MEMLOCK (ulimit -l) or memory", len));
+    }
+    return base::errno_to_status(-ret, "io_uring_register_buffers_update_tag");
+  }
+  free_buffers_.pop_back();
+  return slot;
+}
+
+void Ring::remove_buffer(int slot) noexcept {
+  if (slot < 0) {
+    return;
+  }
+  iovec none{nullptr, 0};
+  __u64 tag = 0;
+  (void)io_uring_register_buffers_update_tag(&ring_, static_cast<unsigned>(slot), &none, &tag, 1);
+  free_buffers_.push_back(slot);
+}
 
 }  // namespace ringxfer::ring

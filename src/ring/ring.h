@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -23,6 +24,10 @@ struct RingOptions {
   unsigned entries = 256;  // SQ size; the CQ gets 4x (many sends finish with two CQEs)
   bool sqpoll = false;     // a kernel thread polls the SQ (costs a core)
   unsigned sqpoll_idle_ms = 50;
+  // Sizes of the sparse registered-file and registered-buffer tables (0: none). The
+  // file table is capped by RLIMIT_NOFILE.
+  unsigned file_slots = 1024;
+  unsigned buffer_slots = 256;
 };
 
 // What the kernel granted; each false field fell back with one log line.
@@ -34,6 +39,8 @@ struct RingFeatures {
   bool send_zc = false;          // IORING_OP_SEND_ZC / SENDMSG_ZC
   bool zc_report_usage = false;  // notifications say when the kernel copied
   bool ext_arg = false;          // waits with a timeout need no timeout SQE
+  bool fixed_files = false;      // a sparse registered-file table
+  bool fixed_buffers = false;    // a sparse registered-buffer table
   std::string describe() const;
 };
 
@@ -92,10 +99,29 @@ class Ring {
     }
   }
 
-  // Registers `count` fixed buffers. Fails (without logging) when the memlock limit or
-  // the kernel refuses; callers fall back to plain buffers.
-  absl::Status register_buffers(const struct iovec* iovs, unsigned count) noexcept;
-  void unregister_buffers() noexcept;
+  // Makes sure `n` SQEs can be taken without an intervening submit (submitting what is
+  // queued when fewer are free), so that a linked chain goes to the kernel whole.
+  void reserve(unsigned n) noexcept;
+
+  // Registered files: installs `fd` in a free slot of the file table and returns the
+  // slot, or -1 (no table, table full, kernel refusal) and the caller keeps using `fd`.
+  // The table holds its own reference to the file: remove the slot before closing.
+  int install_file(int fd) noexcept;
+  void remove_file(int slot) noexcept;
+  // Points `sqe` at registered file `slot` (IOSQE_FIXED_FILE); a slot < 0 leaves it.
+  static void use_file(io_uring_sqe* sqe, int slot) noexcept {
+    if (slot >= 0) {
+      sqe->fd = slot;
+      sqe->flags |= IOSQE_FIXED_FILE;
+    }
+  }
+
+  // Registered buffers: pins [base, base+len) and installs it in a free slot of the
+  // buffer table. Fails without logging (kResourceExhausted for the memlock limit or a
+  // full table, kInvalidArgument beyond the kernel's 1 GiB per buffer); callers fall
+  // back to plain sends. In-flight requests keep a removed buffer alive until they end.
+  absl::StatusOr<int> install_buffer(void* base, size_t len) noexcept;
+  void remove_buffer(int slot) noexcept;
 
   const RingFeatures& features() const noexcept { return features_; }
   const RingCounters& counters() const noexcept { return counters_; }
@@ -108,6 +134,8 @@ class Ring {
 
   io_uring ring_{};
   bool initialized_ = false;
+  std::vector<int> free_files_;  // slots, popped from the back
+  std::vector<int> free_buffers_;
   RingFeatures features_;
   RingCounters counters_;
 };

@@ -77,7 +77,9 @@ struct Conn {
   uint32_t slot = 0;
   uint16_t gen = 0;
   int fd = -1;
-  bool outbound = false;  // this engine connected (it initiates transfers on it)
+  int file = -1;               // its slot in the ring's registered-file table, or -1 (plain fd)
+  uint32_t tx_head_bytes = 0;  // header of a linked fixed-buffer send in flight
+  bool outbound = false;       // this engine connected (it initiates transfers on it)
   wire::ChannelKind channel = wire::ChannelKind::kControl;
   uint8_t stripe = 0;
   Peer* peer = nullptr;  // null until an accepted connection says hello

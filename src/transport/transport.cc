@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -60,6 +61,7 @@ constexpr uint8_t kKindZc = 3;
 constexpr uint8_t kOpConnect = 1;
 constexpr uint8_t kOpSend = 2;
 constexpr uint8_t kOpRecv = 3;
+constexpr uint8_t kOpSendHead = 4;  // a frame header linked before its fixed-buffer payload
 
 constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
 constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
@@ -145,6 +147,9 @@ class Worker final : public ring::CompletionHandler {
                      uint64_t capabilities);
   void shutdown();
   void stop_loop() { loop_->stop(); }
+  // Registered memory as io_uring fixed buffers (zero-copy sends from it).
+  void add_fixed_buffer(std::byte* base, uint64_t len);
+  void remove_fixed_buffer(std::byte* base);
   // After the loop has stopped: fail what is left without touching the kernel.
   void abandon();
 
@@ -178,9 +183,11 @@ class Worker final : public ring::CompletionHandler {
   // Send path.
   void enqueue(Conn* c, SendItem item);
   void pump_tx(Conn* c);
-  void on_send(Conn* c, int32_t res, bool zero_copy_more);
+  void on_send(Conn* c, int32_t res, bool zero_copy);
   void item_done(SendItem& item, bool ok);
   void on_zc(uint32_t slot, int32_t res, uint32_t flags);
+  // The registered-buffer slot that holds all of `v`, or -1.
+  int fixed_buffer_for(const iovec& v) const;
   SendItem frame_item(std::vector<std::byte> frame);
   void queue_completion(Conn* c, uint64_t id, wire::OpKind op, const absl::Status& st);
 
@@ -234,6 +241,7 @@ class Worker final : public ring::CompletionHandler {
     uint32_t conn_slot = 0;
     uint16_t conn_gen = 0;
     bool result_seen = false;
+    uint32_t head_bytes = 0;  // sent by a linked header SQE (fixed-buffer sends)
     std::shared_ptr<OutOp> out;
     std::shared_ptr<InOp> in;
     // The kernel reads the frame header from here, not from the send item, which
@@ -242,6 +250,14 @@ class Worker final : public ring::CompletionHandler {
   };
   std::vector<ZcSlot> zc_;
   std::vector<uint32_t> zc_free_;
+
+  // Registered memory in this ring's buffer table, by base address.
+  struct FixedBuffer {
+    int slot = -1;
+    uint64_t len = 0;
+  };
+  std::map<uintptr_t, FixedBuffer> fixed_;
+  bool zc_pins_refused_ = false;  // a plain zero-copy send got ENOMEM (memlock)
 };
 
 class Transport::Impl {
@@ -254,6 +270,7 @@ class Transport::Impl {
   uint16_t port = 0;
   int listen_fd = -1;
   uint64_t instance_id = 0;
+  std::atomic<bool> fixed_fallback_logged{false};
 
   Worker& worker_for(const std::string& key) {
     // "base<sep>g": lane group g of engine `base` goes g ring threads after the base's.
@@ -307,6 +324,7 @@ Conn* Worker::new_conn(int fd, bool outbound) {
   c->slot = slot;
   c->gen = gen;
   c->fd = fd;
+  c->file = loop_->ring().install_file(fd);
   c->outbound = outbound;
   c->since_ns = now_ns();
   live_conns.fetch_add(1, std::memory_order_relaxed);
@@ -328,6 +346,8 @@ Conn* Worker::conn_at(ring::Tag tag) {
 void Worker::free_conn(Conn* c) {
   // Keep the object (its generation) until the slot is reused; mark it dead.
   if (c->fd >= 0) {
+    loop_->ring().remove_file(c->file);  // the table holds the socket open, too
+    c->file = -1;
     ::close(c->fd);
     c->fd = -1;
   }
@@ -373,6 +393,13 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
       break;
     case kOpSend:
       on_send(c, res, false);
+      break;
+    case kOpSendHead:
+      // The linked payload send reports the frame; only a failed header matters here
+      // (the payload then completes with -ECANCELED).
+      if (res < 0 || static_cast<uint32_t>(res) != c->tx_head_bytes) {
+        close_conn(c, base::errno_to_status(res < 0 ? -res : EPIPE, "send (frame header)"));
+      }
       break;
     case kOpRecv:
       on_recv(c, res);
@@ -478,6 +505,7 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
                               [&](wire::MutableByteSpan o) { return wire::encode_hello(h, o); })));
   io_uring_sqe* sqe = loop_->ring().sqe(tag(c, kOpConnect));
   io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&p->addr), p->addr_len);
+  ring::Ring::use_file(sqe, c->file);
   ++c->inflight;
   return c;
 }
@@ -645,7 +673,11 @@ void Worker::pump_tx(Conn* c) {
   SendItem& first = c->txq.front();
   c->tx_iov.clear();
   c->tx_items = 0;
-  const bool zc = first.zero_copy && loop_->features().send_zc;
+  // Zero-copy from memory that is not a registered buffer pins pages per send, charged
+  // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
+  const bool zc = first.zero_copy && loop_->features().send_zc &&
+                  (!zc_pins_refused_ || (first.iov.size() == 2 && first.pos == 0 &&
+                                         fixed_buffer_for(first.iov[1]) >= 0));
   // Gather whole items (zero-copy items go alone, so each has its own notification).
   for (SendItem& item : c->txq) {
     if (c->tx_items > 0 && (item.zero_copy || zc)) {
@@ -701,14 +733,81 @@ void Worker::pump_tx(Conn* c) {
     if (z.in) {
       ++z.in->pending;
     }
-    io_uring_sqe* sqe = loop_->ring().sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
-    io_uring_prep_sendmsg_zc(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
-    sqe->ioprio |= ring::kSendZcReportUsage;
+    z.head_bytes = 0;
+    const int buf = c->tx_iov.size() == 2 ? fixed_buffer_for(c->tx_iov[1]) : -1;
+    ring::Ring& ring = loop_->ring();
+    if (buf >= 0) {
+      // The payload lies in a registered buffer: the header goes first by a plain send
+      // linked to a SEND_ZC from that buffer, which pins no pages per send. Both SQEs
+      // go to the kernel in one submission, so the link holds.
+      ring.reserve(2);
+      io_uring_sqe* head = ring.sqe(tag(c, kOpSendHead));
+      io_uring_prep_send(head, c->fd, c->tx_iov[0].iov_base, c->tx_iov[0].iov_len,
+                         MSG_NOSIGNAL | MSG_WAITALL | MSG_MORE);
+      ring::Ring::use_file(head, c->file);
+      head->flags |= IOSQE_IO_LINK;
+      ++c->inflight;
+      z.head_bytes = c->tx_head_bytes = static_cast<uint32_t>(c->tx_iov[0].iov_len);
+      io_uring_sqe* sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
+      io_uring_prep_send_zc_fixed(sqe, c->fd, c->tx_iov[1].iov_base, c->tx_iov[1].iov_len,
+                                  MSG_NOSIGNAL | MSG_WAITALL, 0, static_cast<unsigned>(buf));
+      sqe->ioprio |= ring::kSendZcReportUsage;
+      ring::Ring::use_file(sqe, c->file);
+      t_->counters.zerocopy_fixed_sends.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      io_uring_sqe* sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
+      io_uring_prep_sendmsg_zc(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+      sqe->ioprio |= ring::kSendZcReportUsage;
+      ring::Ring::use_file(sqe, c->file);
+    }
     t_->counters.zerocopy_sends.fetch_add(1, std::memory_order_relaxed);
   } else {
     io_uring_sqe* sqe = loop_->ring().sqe(tag(c, kOpSend));
     io_uring_prep_sendmsg(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+    ring::Ring::use_file(sqe, c->file);
   }
+}
+
+int Worker::fixed_buffer_for(const iovec& v) const {
+  // The registered buffer starting at or before v, if v lies wholly inside it.
+  const auto at = reinterpret_cast<uintptr_t>(v.iov_base);
+  auto it = fixed_.upper_bound(at);
+  if (it == fixed_.begin()) {
+    return -1;
+  }
+  --it;
+  const uint64_t off = at - it->first;
+  return off <= it->second.len && v.iov_len <= it->second.len - off ? it->second.slot : -1;
+}
+
+void Worker::add_fixed_buffer(std::byte* base, uint64_t len) {
+  const auto key = reinterpret_cast<uintptr_t>(base);
+  if (fixed_.contains(key)) {
+    return;
+  }
+  absl::StatusOr<int> slot = loop_->ring().install_buffer(base, len);
+  if (!slot.ok()) {
+    t_->counters.fixed_buffer_fallbacks.fetch_add(1, std::memory_order_relaxed);
+    if (!t_->fixed_fallback_logged.exchange(true)) {
+      RX_LOG(kInfo,
+             "zero-copy sends from %d bytes at %p use plain (not registered) buffers: %s "
+             "(said once per engine)",
+             len, static_cast<void*>(base), slot.status().message());
+    }
+    return;
+  }
+  fixed_.emplace(key, FixedBuffer{*slot, len});
+  t_->counters.fixed_buffers.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::remove_fixed_buffer(std::byte* base) {
+  auto it = fixed_.find(reinterpret_cast<uintptr_t>(base));
+  if (it == fixed_.end()) {
+    return;
+  }
+  loop_->ring().remove_buffer(it->second.slot);
+  fixed_.erase(it);
+  t_->counters.fixed_buffers.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
@@ -724,7 +823,9 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
       Conn* c = conns_[cs].get();
       if (c != nullptr && c->gen == cg && c->fd >= 0) {
         --c->inflight;
-        on_send(c, res, more);  // may queue more zero-copy sends: zc_ may grow
+        // A fixed-buffer send reports its payload; its header went just before.
+        const int32_t sent = res >= 0 ? res + static_cast<int32_t>(zc_[slot].head_bytes) : res;
+        on_send(c, sent, true);  // may queue more zero-copy sends: zc_ may grow
         maybe_release(c);
       }
     }
@@ -749,9 +850,23 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
   }
 }
 
-void Worker::on_send(Conn* c, int32_t res, bool) {
+void Worker::on_send(Conn* c, int32_t res, bool zero_copy) {
   c->tx_busy = false;
   if (c->state == ConnState::kClosing) {
+    return;
+  }
+  if (res == -ENOMEM && zero_copy) {
+    // The pages a zero-copy send pins are charged to RLIMIT_MEMLOCK (without
+    // CAP_IPC_LOCK; 8 MiB for users here) before anything is sent: send them by copy.
+    t_->counters.zerocopy_refused.fetch_add(1, std::memory_order_relaxed);
+    if (!zc_pins_refused_) {
+      zc_pins_refused_ = true;
+      RX_LOG(kInfo,
+             "ring %d: the kernel refused to pin pages for a zero-copy send (RLIMIT_MEMLOCK, "
+             "ulimit -l); sends from memory that is not a registered buffer are copied from now",
+             index_);
+    }
+    pump_tx(c);
     return;
   }
   if (res < 0) {
@@ -862,6 +977,7 @@ void Worker::arm_recv(Conn* c) {
     case RxState::kFrame:
       c->rx_asked = c->rx_want - c->rx_have;
       io_uring_prep_recv(sqe, c->fd, c->rxbuf.data() + c->rx_have, c->rx_asked, MSG_WAITALL);
+      ring::Ring::use_file(sqe, c->file);
       break;
     case RxState::kPayload: {
       c->rx_msg = msghdr{};
@@ -872,6 +988,7 @@ void Worker::arm_recv(Conn* c) {
         c->rx_asked += c->rx_msg.msg_iov[i].iov_len;
       }
       io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_WAITALL);
+      ring::Ring::use_file(sqe, c->file);
       break;
     }
     case RxState::kDiscard:
@@ -880,6 +997,7 @@ void Worker::arm_recv(Conn* c) {
       }
       c->rx_asked = static_cast<size_t>(std::min<uint64_t>(c->rx_left, kScratchBytes));
       io_uring_prep_recv(sqe, c->fd, c->scratch.get(), c->rx_asked, MSG_WAITALL);
+      ring::Ring::use_file(sqe, c->file);
       break;
     case RxState::kParked:
       break;
@@ -1084,6 +1202,7 @@ void Worker::parse_buffered(Conn* c) {
   io_uring_sqe* sqe = loop_->ring().sqe(tag(c, kOpRecv));
   c->rx_asked = c->rbuf.size() - c->rend;
   io_uring_prep_recv(sqe, c->fd, c->rbuf.data() + c->rend, c->rx_asked, 0);
+  ring::Ring::use_file(sqe, c->file);
   c->rx_busy = true;
   ++c->inflight;
 }
@@ -1230,6 +1349,8 @@ void Worker::handle_hello(Conn* c, const wire::Hello& h) {
   // handshake slot is released here. A post, even to this worker, so the slot is not
   // reused while this handler chain still holds it.
   const int fd = c->fd;
+  loop_->ring().remove_file(c->file);  // the new owner's ring registers it again
+  c->file = -1;
   c->fd = -1;
   released_.push_back(c->slot);
   live_conns.fetch_sub(1, std::memory_order_relaxed);
@@ -1357,6 +1478,22 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
 
 // Queues the data frames of one transfer: inline (one batch frame on the control
 // connection) below the inline limit, else chunks round-robin over data connections.
+namespace {
+
+// Appends `v` to payload iovecs, merging it into the last when it continues it in
+// memory: contiguous segments then cost the kernel one iovec, and a chunk that lies in
+// one registered buffer can go as one fixed-buffer send.
+void append_payload(std::vector<iovec>& iov, const iovec& v) {
+  if (!iov.empty() &&
+      static_cast<std::byte*>(iov.back().iov_base) + iov.back().iov_len == v.iov_base) {
+    iov.back().iov_len += v.iov_len;
+  } else {
+    iov.push_back(v);
+  }
+}
+
+}  // namespace
+
 void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
                        const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs,
                        uint64_t id) {
@@ -1387,7 +1524,12 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     SendItem item = frame_item(encode_frame(
         wire::data_batch_frame_bytes(entries.size()),
         [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, entries, o); }));
-    item.iov.insert(item.iov.end(), segs.begin(), segs.end());
+    std::vector<iovec> payload;
+    payload.reserve(segs.size());
+    for (const iovec& v : segs) {
+      append_payload(payload, v);
+    }
+    item.iov.insert(item.iov.end(), payload.begin(), payload.end());
     item.payload = total;
     item.zero_copy = zc_on && total >= zc_min;
     track(item);
@@ -1452,7 +1594,7 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
         flush_group();
       }
       group.push_back(wire::BatchEntry{static_cast<uint32_t>(s), static_cast<uint32_t>(len), 0});
-      group_iov.push_back(segs[s]);
+      append_payload(group_iov, segs[s]);
       group_bytes += len;
       continue;
     }
@@ -1935,8 +2077,9 @@ void Worker::abandon() {
   }
   for (auto& up : conns_) {
     if (up != nullptr && up->fd >= 0) {
-      ::close(up->fd);
+      ::close(up->fd);  // the registered-file table lets go when the ring is destroyed
       up->fd = -1;
+      up->file = -1;
     }
   }
 }
@@ -2072,6 +2215,20 @@ Transport::~Transport() {
 
 uint16_t Transport::port() const { return impl_->port; }
 const Config& Transport::config() const { return impl_->config; }
+
+void Transport::add_fixed_buffer(std::byte* base, uint64_t len) {
+  for (auto& w : impl_->workers) {
+    Worker* wp = w.get();
+    wp->loop().post([wp, base, len] { wp->add_fixed_buffer(base, len); });
+  }
+}
+
+void Transport::remove_fixed_buffer(std::byte* base) {
+  for (auto& w : impl_->workers) {
+    Worker* wp = w.get();
+    wp->loop().post([wp, base] { wp->remove_fixed_buffer(base); });
+  }
+}
 
 void Transport::add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t addr_len) {
   Worker& w = impl_->worker_for(key);

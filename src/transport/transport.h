@@ -79,7 +79,8 @@ struct Counters {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, transfers_initiated{0},
       transfers_served{0}, transfers_failed{0}, zerocopy_sends{0}, zerocopy_copied{0},
       short_sends{0}, short_recvs{0}, timeouts{0}, connections_opened{0}, connections_closed{0},
-      hostile_frames{0};
+      hostile_frames{0}, zerocopy_fixed_sends{0}, fixed_buffers{0}, fixed_buffer_fallbacks{0},
+      zerocopy_refused{0};
 };
 
 struct LoopStats {
@@ -97,6 +98,13 @@ class Transport {
 
   uint16_t port() const;
   const Config& config() const;
+
+  // Thread-safe. Registers [base, base+len) as an io_uring fixed buffer on every ring
+  // thread (asynchronously): zero-copy sends of payloads inside it then pin no pages per
+  // send. Where the kernel refuses (RLIMIT_MEMLOCK, over 1 GiB, a full table) sends from
+  // it stay plain zero-copy sends, counted and logged once.
+  void add_fixed_buffer(std::byte* base, uint64_t len);
+  void remove_fixed_buffer(std::byte* base);
 
   // Thread-safe. Adds (or updates the address of) a remote engine.
   void add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t addr_len);

@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "ringxfer/ringxfer.h"
+#include "support/memlock.h"
 #include "support/raw_socket.h"
 #include "wire/codec.h"
 
@@ -170,7 +171,16 @@ TEST_P(EngineTransfer, WritesAndReadsEverySizeAtUnalignedOffsets) {
     EXPECT_GT(s.zerocopy_sends, 0u);
     // Loopback copies zero-copy pages at delivery and the kernel reports it.
     EXPECT_GT(s.zerocopy_copied, 0u);
+    // Registered memory became fixed buffers, and single-piece frames were sent from
+    // them (unless the memlock limit refused every registration).
+    if (s.fixed_buffer_fallbacks == 0) {
+      EXPECT_GT(s.zerocopy_fixed_sends, 0u);
+    }
+  } else {
+    EXPECT_EQ(s.zerocopy_fixed_sends, 0u);
+    EXPECT_EQ(s.fixed_buffer_fallbacks, 0u) << "without zero-copy nothing is pinned";
   }
+  EXPECT_EQ(s.fixed_buffers, 0u) << "every region was deregistered";
 }
 
 TEST_P(EngineTransfer, BatchesContiguousAndStridedSegments) {
@@ -216,6 +226,41 @@ INSTANTIATE_TEST_SUITE_P(Matrix, EngineTransfer,
                          ::testing::Values(Config{1, 0, 1}, Config{4, 0, 1}, Config{4, 16384, 1},
                                            Config{4, 0, 2}),
                          config_name);
+
+TEST(Engine, ZeroCopyFallsBackToPlainBuffersBeyondTheMemlockLimit) {
+  // What a non-root user gets: an 8 MiB memlock limit and no CAP_IPC_LOCK. The engines
+  // are created on a thread without the capability, so their ring threads lack it too.
+  testing::MemlockLimit limit(8 << 20);
+  ASSERT_TRUE(limit.ok());
+  std::thread t([] {
+    ASSERT_TRUE(testing::drop_ipc_lock_on_this_thread());
+    EngineConfig cfg;
+    cfg.zerocopy_threshold_bytes = 64 * 1024;
+    cfg.chunk_bytes = 1 << 20;
+    EnginePair pair(cfg);
+    ASSERT_TRUE(pair.error.ok()) << pair.error;
+    const size_t big = 64 << 20, small = 2 << 20;
+    std::vector<uint8_t> src(big), dst(big), small_src(small);
+    fill_pattern(src.data(), big, 7);
+    fill_pattern(small_src.data(), small, 9);
+    MemoryDesc ms = *pair.a().register_memory(src.data(), big);           // over the limit: refused
+    MemoryDesc mss = *pair.a().register_memory(small_src.data(), small);  // fits
+    MemoryDesc md = *pair.b().register_memory(dst.data(), big);
+    expect_success(must(pair.a().write(ms, 0, md, 0, big, pair.a().allocate_transfer_id())));
+    ASSERT_EQ(std::memcmp(src.data(), dst.data(), big), 0);
+    const EngineStats after_big = pair.a().stats();
+    EXPECT_GT(after_big.fixed_buffer_fallbacks, 0u);
+    EXPECT_GT(after_big.zerocopy_sends, 0u);
+    // 16 MiB chunks pin more than the limit: refused by the kernel, then copied.
+    EXPECT_GT(after_big.zerocopy_refused, 0u);
+    EXPECT_EQ(after_big.zerocopy_fixed_sends, 0u) << "nothing was sent from a fixed buffer";
+    EXPECT_EQ(after_big.connections_closed, 0u);
+    expect_success(must(pair.a().write(mss, 0, md, 0, small, pair.a().allocate_transfer_id())));
+    ASSERT_EQ(std::memcmp(small_src.data(), dst.data(), small), 0);
+    EXPECT_GT(pair.a().stats().zerocopy_fixed_sends, 0u) << "the small region was registered";
+  });
+  t.join();
+}
 
 TEST(Engine, SessionsTransferAndReportAliveness) {
   EnginePair pair;

@@ -305,6 +305,7 @@ def test_context_manager_and_stats():
         s = e.stats()
         assert s["ring_threads"] == TcpBackendConfig().num_rings == 2
         assert s["bytes_sent"] == 0 and "io_uring_enter" in s
+        assert s["fixed_buffers"] == 0 and "zerocopy_refused" in s
     with pytest.raises(RuntimeError):
         e.allocate_transfer_uid()
 

@@ -15,6 +15,7 @@
 #include "ring/event_loop.h"
 #include "ring/ring.h"
 #include "ring/tag.h"
+#include "support/memlock.h"
 
 namespace ringxfer::ring {
 namespace {
@@ -171,6 +172,105 @@ TEST(Ring, ZeroCopySendPostsNotificationAndReportsCopy) {
   EXPECT_EQ(received, static_cast<int>(out.size()));
   // Loopback delivers by copying the pages: the kernel says so in the notification.
   EXPECT_TRUE(copied);
+}
+
+// Runs `send` then a receive of `n` bytes on p.b and returns what each CQE said.
+std::pair<int, int> send_and_receive(Ring& r, int recv_fd, char* in, size_t n) {
+  io_uring_sqe* rs = r.sqe(Tag{9, 2, 0, 0}.pack());
+  io_uring_prep_recv(rs, recv_fd, in, n, MSG_WAITALL);
+  int sent = -1, received = -1;
+  for (int tries = 0; (sent < 0 || received < 0) && tries < 100; ++tries) {
+    EXPECT_EQ(r.submit_and_wait(100'000'000), 0);
+    r.reap([&](const io_uring_cqe& cqe) {
+      if (Tag::unpack(cqe.user_data).op == 2) {
+        received = cqe.res;
+      } else if ((cqe.flags & IORING_CQE_F_NOTIF) == 0) {
+        sent = cqe.res;
+      }
+    });
+  }
+  return {sent, received};
+}
+
+TEST(Ring, RegisteredFilesCarrySendsAndReceives) {
+  auto r = make_ring();
+  ASSERT_NE(r, nullptr);
+  ASSERT_TRUE(r->features().fixed_files);
+  TcpPair p;
+  const int fa = r->install_file(p.a), fb = r->install_file(p.b);
+  ASSERT_GE(fa, 0);
+  ASSERT_GE(fb, 0);
+  EXPECT_NE(fa, fb);
+  std::vector<char> out(70000, 'f'), in(out.size());
+  io_uring_sqe* s = r->sqe(Tag{9, 1, 0, 0}.pack());
+  io_uring_prep_send(s, p.a, out.data(), out.size(), 0);
+  Ring::use_file(s, fa);
+  EXPECT_EQ(s->fd, fa);
+  EXPECT_NE(s->flags & IOSQE_FIXED_FILE, 0);
+  // The receive names the plain descriptor: both ways work side by side.
+  EXPECT_EQ(send_and_receive(*r, p.b, in.data(), in.size()), std::make_pair(70000, 70000));
+  EXPECT_EQ(in, out);
+  r->remove_file(fa);
+  r->remove_file(fb);
+  // A freed slot is handed out again.
+  const int again = r->install_file(p.a);
+  EXPECT_TRUE(again == fa || again == fb) << again;
+  r->remove_file(again);
+  // A slot < 0 leaves the SQE on its plain descriptor.
+  io_uring_sqe plain{};
+  plain.fd = 42;
+  Ring::use_file(&plain, -1);
+  EXPECT_EQ(plain.fd, 42);
+  EXPECT_EQ(plain.flags & IOSQE_FIXED_FILE, 0);
+}
+
+TEST(Ring, RegisteredBufferFeedsAZeroCopySend) {
+  auto r = make_ring();
+  ASSERT_NE(r, nullptr);
+  if (!r->features().send_zc || !r->features().fixed_buffers) {
+    GTEST_SKIP() << "kernel lacks SEND_ZC or sparse registered buffers";
+  }
+  TcpPair p;
+  std::vector<char> out(1 << 20), in(256 * 1024);
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = static_cast<char>(i * 13 + 5);
+  }
+  absl::StatusOr<int> slot = r->install_buffer(out.data(), out.size());
+  ASSERT_TRUE(slot.ok()) << slot.status();
+  // A piece from the middle of the registered buffer.
+  io_uring_prep_send_zc_fixed(r->sqe(Tag{9, 1, 0, 0}.pack()), p.a, out.data() + 4096, in.size(), 0,
+                              0, static_cast<unsigned>(*slot));
+  EXPECT_EQ(send_and_receive(*r, p.b, in.data(), in.size()),
+            std::make_pair(static_cast<int>(in.size()), static_cast<int>(in.size())));
+  EXPECT_EQ(std::memcmp(in.data(), out.data() + 4096, in.size()), 0);
+  r->remove_buffer(*slot);
+  // The kernel's limit is 1 GiB per buffer; refused before the kernel is asked.
+  absl::StatusOr<int> huge = r->install_buffer(out.data(), (size_t{1} << 30) + 1);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Ring, MemlockLimitRefusesALargeRegisteredBufferCleanly) {
+  testing::MemlockLimit limit(8 << 20);  // a non-root user's default here
+  ASSERT_TRUE(limit.ok());
+  std::vector<char> big(64 << 20), small(1 << 20);
+  absl::Status big_status;
+  bool small_ok = false, dropped = false;
+  std::thread t([&] {
+    dropped = testing::drop_ipc_lock_on_this_thread();
+    auto r = make_ring();
+    if (r == nullptr || !r->features().fixed_buffers) {
+      return;
+    }
+    absl::StatusOr<int> b = r->install_buffer(big.data(), big.size());
+    big_status = b.status();
+    absl::StatusOr<int> s = r->install_buffer(small.data(), small.size());
+    small_ok = s.ok();
+  });
+  t.join();
+  ASSERT_TRUE(dropped);
+  EXPECT_EQ(big_status.code(), absl::StatusCode::kResourceExhausted) << big_status;
+  EXPECT_NE(big_status.message().find("RLIMIT_MEMLOCK"), std::string_view::npos) << big_status;
+  EXPECT_TRUE(small_ok) << "1 MiB fits in the limit";
 }
 
 std::unique_ptr<EventLoop> make_loop() {

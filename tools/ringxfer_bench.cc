@@ -55,6 +55,7 @@ ABSL_FLAG(int, send_buffer, ringxfer::EngineConfig{}.socket.send_buffer_bytes,
           "SO_SNDBUF of every connection in bytes (0: kernel autotuning)");
 ABSL_FLAG(int, recv_buffer, ringxfer::EngineConfig{}.socket.recv_buffer_bytes,
           "SO_RCVBUF of every connection in bytes (0: kernel autotuning)");
+ABSL_FLAG(bool, sqpoll, false, "a kernel thread polls each ring's SQ (IORING_SETUP_SQPOLL)");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
 ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
@@ -109,6 +110,7 @@ EngineConfig engine_config(uint16_t port) {
   c.stripe_threshold_bytes = absl::GetFlag(FLAGS_stripe_threshold);
   c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
   c.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  c.sqpoll = absl::GetFlag(FLAGS_sqpoll);
   c.socket.send_buffer_bytes = absl::GetFlag(FLAGS_send_buffer);
   c.socket.recv_buffer_bytes = absl::GetFlag(FLAGS_recv_buffer);
   return c;
@@ -478,6 +480,7 @@ int run_loopback(const char* self) {
       absl::StrFormat("--zerocopy_threshold=%d", absl::GetFlag(FLAGS_zerocopy_threshold)),
       absl::StrFormat("--chunk_bytes=%d", absl::GetFlag(FLAGS_chunk_bytes)),
       absl::StrFormat("--send_buffer=%d", absl::GetFlag(FLAGS_send_buffer)),
+      absl::GetFlag(FLAGS_sqpoll) ? "--sqpoll" : "--nosqpoll",
       absl::StrFormat("--recv_buffer=%d", absl::GetFlag(FLAGS_recv_buffer)),
   };
   std::vector<char*> argv;

@@ -1537,12 +1537,21 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     enqueue(ctrl, std::move(item));
     return;
   }
-  std::vector<Conn*> lanes;
+  // The lanes: the peer's idle data connections (nothing queued or in flight), or all
+  // of them when none is idle. A transfer that starts while others stream then takes the
+  // free connections instead of queueing behind their frames.
+  std::vector<Conn*> lanes, idle;
   const std::vector<Conn*>& data = outbound ? p->out_data : p->in_data;
   for (Conn* d : data) {
     if (d != nullptr && d->state != ConnState::kClosing) {
       lanes.push_back(d);
+      if (!d->tx_busy && d->txq.empty()) {
+        idle.push_back(d);
+      }
     }
+  }
+  if (!idle.empty()) {
+    lanes.swap(idle);
   }
   if (lanes.empty()) {
     lanes.push_back(ctrl);

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <string>
 
+#include "bare_tcp.h"
+
 namespace {
 
 bool io_all(int fd, char* buf, size_t n, bool send_mode) {
@@ -36,26 +38,8 @@ void nodelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-addrinfo* resolve(const char* host, const char* port, bool passive) {
-  addrinfo hints{}, *ai = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  if (getaddrinfo(host, port, &hints, &ai) != 0) {
-    std::fprintf(stderr, "cannot resolve %s:%s\n", host ? host : "*", port);
-    std::exit(1);
-  }
-  return ai;
-}
-
 int server(const char* host, const char* port) {
-  addrinfo* ai = resolve(host, port, true);
-  int l = socket(ai->ai_family, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(l, ai->ai_addr, ai->ai_addrlen) != 0 || listen(l, 1) != 0) {
-    std::perror("bind/listen");
-    return 1;
-  }
+  const int l = bare_tcp::listen_on(host, port, [](int) {});
   std::printf("READY\n");
   std::fflush(stdout);
   int c = accept(l, nullptr, nullptr);
@@ -69,20 +53,7 @@ int server(const char* host, const char* port) {
 }
 
 int client(const char* host, const char* port, int iters) {
-  addrinfo* ai = resolve(host, port, false);
-  int fd = -1;
-  for (int i = 0; i < 100 && fd < 0; ++i) {
-    fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      close(fd);
-      fd = -1;
-      usleep(50000);
-    }
-  }
-  if (fd < 0) {
-    std::perror("connect");
-    return 1;
-  }
+  const int fd = bare_tcp::connect_to(host, port, [](int) {});
   nodelay(fd);
   char buf[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   double sum = 0, best = 1e30;

@@ -22,6 +22,8 @@
 #include <cstring>
 #include <string>
 
+#include "bare_tcp.h"
+
 namespace {
 
 struct Options {
@@ -40,17 +42,6 @@ void set_buffers(int fd, int bytes) {
   }
 }
 
-addrinfo* resolve(const char* host, const char* port, bool passive) {
-  addrinfo hints{}, *ai = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  if (getaddrinfo(host, port, &hints, &ai) != 0) {
-    std::fprintf(stderr, "cannot resolve %s:%s\n", host ? host : "*", port);
-    std::exit(1);
-  }
-  return ai;
-}
-
 char* touched_buffer(uint64_t n) {
   void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
@@ -62,15 +53,8 @@ char* touched_buffer(uint64_t n) {
 }
 
 int server(const Options& o) {
-  addrinfo* ai = resolve(o.host, o.port, true);
-  const int l = socket(ai->ai_family, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  set_buffers(l, o.sockbuf);  // inherited by the accepted socket, before the handshake
-  if (bind(l, ai->ai_addr, ai->ai_addrlen) != 0 || listen(l, 1) != 0) {
-    std::perror("bind/listen");
-    return 1;
-  }
+  // Buffer sizes are inherited by the accepted socket, before the handshake.
+  const int l = bare_tcp::listen_on(o.host, o.port, [&](int fd) { set_buffers(fd, o.sockbuf); });
   char* buf = touched_buffer(o.footprint);
   std::printf("READY\n");
   std::fflush(stdout);
@@ -94,21 +78,7 @@ int server(const Options& o) {
 }
 
 int client(const Options& o) {
-  addrinfo* ai = resolve(o.host, o.port, false);
-  int fd = -1;
-  for (int i = 0; i < 100 && fd < 0; ++i) {
-    fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    set_buffers(fd, o.sockbuf);
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      close(fd);
-      fd = -1;
-      usleep(50000);
-    }
-  }
-  if (fd < 0) {
-    std::perror("connect");
-    return 1;
-  }
+  const int fd = bare_tcp::connect_to(o.host, o.port, [&](int s) { set_buffers(s, o.sockbuf); });
   char* buf = touched_buffer(o.footprint);
   uint64_t sent = 0, at = 0;
   const auto t0 = std::chrono::steady_clock::now();

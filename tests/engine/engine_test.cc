@@ -82,6 +82,8 @@ class EnginePair {
   }
   Engine& a() { return *a_; }
   Engine& b() { return *b_; }
+  // Destroys the target engine (its connections close, its threads stop).
+  void drop_b() { b_.reset(); }
   absl::Status error;
 
  private:
@@ -260,6 +262,39 @@ TEST(Engine, ZeroCopyFallsBackToPlainBuffersBeyondTheMemlockLimit) {
     EXPECT_GT(pair.a().stats().zerocopy_fixed_sends, 0u) << "the small region was registered";
   });
   t.join();
+}
+
+TEST(Engine, ZeroCopyFromFixedBuffersFailsCleanlyWhenThePeerGoesAway) {
+  // Linked header + SEND_ZC pairs in flight when the target disappears: every transfer
+  // fails (no hang), no buffer is released before its notification (ASan), and the
+  // initiator keeps its fixed buffers until the memory is deregistered.
+  EngineConfig cfg;
+  cfg.zerocopy_threshold_bytes = 64 * 1024;
+  cfg.timeout = std::chrono::milliseconds(3000);
+  EnginePair pair(cfg);
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  const size_t n = 32 << 20;
+  std::vector<uint8_t> src(n, 1), dst(n);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), n);
+  MemoryDesc md = *pair.b().register_memory(dst.data(), n);
+  // One transfer first, so the connections exist and the sends below start at once.
+  expect_success(must(pair.a().write(ms, 0, md, 0, n, pair.a().allocate_transfer_id())));
+  ASSERT_GT(pair.a().stats().zerocopy_fixed_sends, 0u);
+  std::vector<StatusHandle> inflight;
+  for (int i = 0; i < 8; ++i) {
+    inflight.push_back(must(pair.a().write(ms, 0, md, 0, n, pair.a().allocate_transfer_id())));
+  }
+  pair.drop_b();
+  const auto t0 = std::chrono::steady_clock::now();
+  int failed = 0;
+  for (const StatusHandle& st : inflight) {
+    ASSERT_TRUE(st->wait(std::chrono::seconds(10))) << "a transfer hung";
+    failed += st->failed() ? 1 : 0;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_GT(failed, 0) << "the target went away with 256 MiB still to send";
+  EXPECT_GT(pair.a().stats().fixed_buffers, 0u);
+  ASSERT_TRUE(pair.a().deregister_memory(ms).ok());
 }
 
 TEST(Engine, SessionsTransferAndReportAliveness) {

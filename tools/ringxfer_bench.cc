@@ -55,6 +55,8 @@ ABSL_FLAG(int, send_buffer, ringxfer::EngineConfig{}.socket.send_buffer_bytes,
           "SO_SNDBUF of every connection in bytes (0: kernel autotuning)");
 ABSL_FLAG(int, recv_buffer, ringxfer::EngineConfig{}.socket.recv_buffer_bytes,
           "SO_RCVBUF of every connection in bytes (0: kernel autotuning)");
+ABSL_FLAG(int, wait_spin_us, static_cast<int>(ringxfer::EngineConfig{}.wait_spin.count()),
+          "how long a waiting caller yields before it sleeps (EngineConfig::wait_spin)");
 ABSL_FLAG(bool, sqpoll, false, "a kernel thread polls each ring's SQ (IORING_SETUP_SQPOLL)");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
@@ -111,6 +113,7 @@ EngineConfig engine_config(uint16_t port) {
   c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
   c.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   c.sqpoll = absl::GetFlag(FLAGS_sqpoll);
+  c.wait_spin = std::chrono::microseconds(absl::GetFlag(FLAGS_wait_spin_us));
   c.socket.send_buffer_bytes = absl::GetFlag(FLAGS_send_buffer);
   c.socket.recv_buffer_bytes = absl::GetFlag(FLAGS_recv_buffer);
   return c;

@@ -32,7 +32,11 @@ enum class TransferState : uint8_t { kInit = 0, kInProgress = 1, kSucceeded = 2,
 //   kResourceExhausted  a limit of the remote engine
 class TransferStatus {
  public:
-  explicit TransferStatus(uint64_t transfer_id) noexcept : id_(transfer_id) {}
+  // `spin`: how long wait() first yields the CPU in a loop, watching for the end,
+  // before it sleeps (EngineConfig::wait_spin).
+  explicit TransferStatus(uint64_t transfer_id,
+                          std::chrono::nanoseconds spin = std::chrono::nanoseconds(0)) noexcept
+      : id_(transfer_id), spin_(spin) {}
 
   uint64_t transfer_id() const noexcept { return id_; }
   TransferState state() const noexcept { return state_.load(std::memory_order_acquire); }
@@ -47,7 +51,9 @@ class TransferStatus {
   absl::StatusCode code() const { return status().code(); }
   std::string message() const { return std::string(status().message()); }
 
-  // Blocks (without spinning) until final or `timeout` passes; returns done().
+  // Blocks until final or `timeout` passes (< 0: no limit); returns done(). It first
+  // yields the CPU in a loop for up to the spin time given at construction (a transfer
+  // that ends within it costs no sleep and wake-up), then sleeps on a condition variable.
   bool wait(std::chrono::nanoseconds timeout) const;
   void wait() const;
 
@@ -63,6 +69,7 @@ class TransferStatus {
 
  private:
   const uint64_t id_;
+  const std::chrono::nanoseconds spin_;
   std::atomic<TransferState> state_{TransferState::kInit};
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;

@@ -51,6 +51,7 @@ class TcpBackendConfig:
     num_data_conns: int
     striping_threshold_bytes: int
     num_rings: int
+    wait_spin_us: int
     zerocopy_threshold_bytes: int
     chunk_bytes: int
     ring_entries: int

@@ -164,6 +164,7 @@ struct TcpBackendConfig {
   int64_t zerocopy_threshold_bytes = 0;
   int64_t chunk_bytes = 1 << 20;
   int ring_entries = 512;
+  int64_t wait_spin_us = ringxfer::EngineConfig{}.wait_spin.count();
   bool sqpoll = false;
   std::vector<int> ring_cpus;
 };
@@ -192,6 +193,7 @@ EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& 
   c.zerocopy_threshold_bytes =
       static_cast<uint64_t>(std::max<int64_t>(tcp.zerocopy_threshold_bytes, 0));
   c.ring_entries = static_cast<unsigned>(tcp.ring_entries);
+  c.wait_spin = std::chrono::microseconds(tcp.wait_spin_us);
   c.sqpoll = tcp.sqpoll;
   c.ring_cpus = tcp.ring_cpus;
   c.socket.send_buffer_bytes = static_cast<int>(std::min<int64_t>(tcp.sock_sndbuf_bytes, 1 << 30));
@@ -365,6 +367,8 @@ PYBIND11_MODULE(_core, m) {
   RX_TCP_FIELD(zerocopy_threshold_bytes, "ringxfer: sends this large use SEND_ZC (0 = off).");
   RX_TCP_FIELD(chunk_bytes, "ringxfer: largest data frame of a striped transfer.");
   RX_TCP_FIELD(ring_entries, "ringxfer: io_uring submission queue size (power of two).");
+  RX_TCP_FIELD(wait_spin_us,
+               "ringxfer: microseconds Wait() yields the CPU before it sleeps (0..10000).");
   RX_TCP_FIELD(sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
   RX_TCP_FIELD(ring_cpus, "ringxfer: CPUs to pin ring threads to.");
 #undef RX_TCP_FIELD

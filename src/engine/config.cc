@@ -47,6 +47,7 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(
       range<uint64_t>("zerocopy_threshold_bytes", zerocopy_threshold_bytes, 0, uint64_t{1} << 30));
   RX_CHECK_FIELD(range<unsigned>("ring_entries", ring_entries, 16, 32768));
+  RX_CHECK_FIELD(range<int64_t>("wait_spin (us)", wait_spin.count(), 0, 10'000));
   if ((ring_entries & (ring_entries - 1)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("EngineConfig.ring_entries = %d is not a power of two", ring_entries));

@@ -243,7 +243,7 @@ class EngineImpl {
             "%s: transfer id %d is already in flight to %s", verb, id, remote.engine_key));
       }
     }
-    auto status = std::make_shared<TransferStatus>(id);
+    auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
     status->set_in_progress();
     // With several ring threads a large transfer is cut into one part per lane group
     // (each group has its own connections on its own ring thread, on both sides); a

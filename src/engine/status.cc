@@ -1,5 +1,8 @@
 #include "ringxfer/status.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -21,6 +24,26 @@ absl::Status TransferStatus::status() const {
 bool TransferStatus::wait(std::chrono::nanoseconds timeout) const {
   if (done()) {
     return true;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::chrono::nanoseconds spin =
+      timeout.count() < 0 ? spin_ : std::min<std::chrono::nanoseconds>(spin_, timeout);
+  if (spin.count() > 0) {
+    // Yield rather than sleep: the ring thread that finishes the transfer runs when it
+    // needs this core, and a small transfer's end costs no futex wake-up.
+    while (std::chrono::steady_clock::now() - start < spin) {
+      if (done()) {
+        return true;
+      }
+      sched_yield();
+    }
+    if (timeout.count() >= 0) {
+      timeout -= std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now() - start);
+      if (timeout.count() < 0) {
+        timeout = std::chrono::nanoseconds(0);
+      }
+    }
   }
   std::unique_lock lock(mu_);
   auto is_done = [this] { return done(); };

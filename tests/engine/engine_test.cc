@@ -424,6 +424,9 @@ TEST(Engine, RejectsBadConfigNamingTheField) {
   c.ring_entries = 100;
   EXPECT_NE(Engine::create("x", c).status().message().find("ring_entries"), std::string::npos);
   c = EngineConfig{};
+  c.wait_spin = milliseconds(20);
+  EXPECT_NE(Engine::create("x", c).status().message().find("wait_spin"), std::string::npos);
+  c = EngineConfig{};
   c.host = "no-such-host.invalid";
   EXPECT_EQ(Engine::create("x", c).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Engine::create("", EngineConfig{}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -622,6 +625,40 @@ TEST(Engine, WaitAllSharesOneDeadline) {
   });
   EXPECT_EQ(wait_all(v, milliseconds(-1)).code(), absl::StatusCode::kUnavailable);
   t.join();
+}
+
+TEST(Engine, WaitSpinsThenSleepsAndKeepsItsTimeout) {
+  using std::chrono::microseconds;
+  // Finished by another thread during the spin: wait returns without sleeping.
+  auto quick = std::make_shared<TransferStatus>(1, milliseconds(200));
+  quick->set_in_progress();
+  std::thread t([&] {
+    std::this_thread::sleep_for(milliseconds(5));
+    quick->finish(absl::OkStatus());
+  });
+  EXPECT_TRUE(quick->wait(milliseconds(1000)));
+  t.join();
+  EXPECT_TRUE(quick->succeeded());
+  // A timeout shorter than the spin bounds the whole wait.
+  auto slow = std::make_shared<TransferStatus>(2, milliseconds(500));
+  slow->set_in_progress();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(slow->wait(milliseconds(30)));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(300));
+  // Spin, then sleep: the remaining timeout still applies, and a finish after the spin
+  // wakes the sleeper.
+  auto later = std::make_shared<TransferStatus>(3, microseconds(100));
+  later->set_in_progress();
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(later->wait(milliseconds(40)));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(35));
+  std::thread u([&] {
+    std::this_thread::sleep_for(milliseconds(20));
+    later->finish(absl::UnavailableError("gone"));
+  });
+  EXPECT_TRUE(later->wait(milliseconds(5000)));
+  u.join();
+  EXPECT_TRUE(later->failed());
 }
 
 // ---- Hostile peers ----

@@ -59,6 +59,8 @@ def test_config_defaults_and_validation():
     e = IOEngine("x", IOEngineConfig(host="127.0.0.1"))
     with pytest.raises(ValueError, match="ring_entries"):
         e.create_backend(BackendType.TCP, TcpBackendConfig(ring_entries=100))
+    with pytest.raises(ValueError, match="wait_spin"):
+        e.create_backend(BackendType.TCP, TcpBackendConfig(wait_spin_us=20000))
     with pytest.raises(NotImplementedError):
         e.create_backend(BackendType.RDMA)
 

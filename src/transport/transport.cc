@@ -117,8 +117,9 @@ absl::Status status_from_wire(uint16_t code, std::string_view message) {
                       absl::string_view(message.data(), message.size()));
 }
 
-std::vector<std::byte> encode_frame(
-    size_t size, const std::function<wire::Result<size_t>(wire::MutableByteSpan)>& fn) {
+// `fn(span)` encodes the frame into `size` bytes (a template: no std::function per frame).
+template <typename EncodeFn>
+std::vector<std::byte> encode_frame(size_t size, EncodeFn&& fn) {
   std::vector<std::byte> out(size);
   wire::Result<size_t> n = fn(out);
   RX_CHECK_MSG(n.ok() && *n == size, "encoding a frame this transport built must succeed");

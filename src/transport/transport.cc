@@ -676,9 +676,12 @@ void Worker::pump_tx(Conn* c) {
   c->tx_items = 0;
   // Zero-copy from memory that is not a registered buffer pins pages per send, charged
   // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
-  const bool zc = first.zero_copy && loop_->features().send_zc &&
-                  (!zc_pins_refused_ || (first.iov.size() == 2 && first.pos == 0 &&
-                                         fixed_buffer_for(first.iov[1]) >= 0));
+  // A zero-copy frame (header, payload) not yet started whose payload lies in a
+  // registered buffer goes from that buffer (below); this is its slot, or -1.
+  const bool zc_wanted = first.zero_copy && loop_->features().send_zc;
+  const int fixed =
+      zc_wanted && first.pos == 0 && first.iov.size() == 2 ? fixed_buffer_for(first.iov[1]) : -1;
+  const bool zc = zc_wanted && (fixed >= 0 || !zc_pins_refused_);
   // Gather whole items (zero-copy items go alone, so each has its own notification).
   for (SendItem& item : c->txq) {
     if (c->tx_items > 0 && (item.zero_copy || zc)) {
@@ -735,9 +738,9 @@ void Worker::pump_tx(Conn* c) {
       ++z.in->pending;
     }
     z.head_bytes = 0;
-    const int buf = c->tx_iov.size() == 2 ? fixed_buffer_for(c->tx_iov[1]) : -1;
     ring::Ring& ring = loop_->ring();
-    if (buf >= 0) {
+    io_uring_sqe* sqe;
+    if (fixed >= 0) {
       // The payload lies in a registered buffer: the header goes first by a plain send
       // linked to a SEND_ZC from that buffer, which pins no pages per send. Both SQEs
       // go to the kernel in one submission, so the link holds.
@@ -749,18 +752,16 @@ void Worker::pump_tx(Conn* c) {
       head->flags |= IOSQE_IO_LINK;
       ++c->inflight;
       z.head_bytes = c->tx_head_bytes = static_cast<uint32_t>(c->tx_iov[0].iov_len);
-      io_uring_sqe* sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
+      sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
       io_uring_prep_send_zc_fixed(sqe, c->fd, c->tx_iov[1].iov_base, c->tx_iov[1].iov_len,
-                                  MSG_NOSIGNAL | MSG_WAITALL, 0, static_cast<unsigned>(buf));
-      sqe->ioprio |= ring::kSendZcReportUsage;
-      ring::Ring::use_file(sqe, c->file);
+                                  MSG_NOSIGNAL | MSG_WAITALL, 0, static_cast<unsigned>(fixed));
       t_->counters.zerocopy_fixed_sends.fetch_add(1, std::memory_order_relaxed);
     } else {
-      io_uring_sqe* sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
+      sqe = ring.sqe(ring::Tag{kKindZc, 0, 0, slot}.pack());
       io_uring_prep_sendmsg_zc(sqe, c->fd, &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
-      sqe->ioprio |= ring::kSendZcReportUsage;
-      ring::Ring::use_file(sqe, c->file);
     }
+    sqe->ioprio |= ring::kSendZcReportUsage;
+    ring::Ring::use_file(sqe, c->file);
     t_->counters.zerocopy_sends.fetch_add(1, std::memory_order_relaxed);
   } else {
     io_uring_sqe* sqe = loop_->ring().sqe(tag(c, kOpSend));
@@ -1255,68 +1256,44 @@ void Worker::on_frame(Conn* c) {
     close_conn(c, absl::DataLossError("expected a handshake frame"), true);
     return;
   }
+  // Decodes the body with `decode` and hands the frame to `handle`, or closes the
+  // connection as hostile when it may not come here now or does not decode.
+  auto deliver = [&](bool allowed, auto decode, auto handle) {
+    if (!allowed) {
+      return bad(wire::DecodeError::kUnknownType);
+    }
+    auto frame = decode(c->fh, body);
+    if (!frame.ok()) {
+      return bad(frame.error());
+    }
+    handle(*frame);
+  };
+  const bool control = c->channel == wire::ChannelKind::kControl;
   switch (type) {
-    case wire::FrameType::kHello: {
-      wire::Result<wire::Hello> h = wire::decode_hello_body(c->fh, body);
-      if (!h.ok()) {
-        return bad(h.error());
-      }
-      if (!handshake) {
-        return bad(wire::DecodeError::kUnknownType);
-      }
-      handle_hello(c, *h);
-      return;
-    }
-    case wire::FrameType::kHelloAck: {
-      wire::Result<wire::HelloAck> a = wire::decode_hello_ack_body(c->fh, body);
-      if (!a.ok()) {
-        return bad(a.error());
-      }
-      if (!handshake) {
-        return bad(wire::DecodeError::kUnknownType);
-      }
-      handle_hello_ack(c, *a);
+    case wire::FrameType::kHello:
+      // handle_hello hands the socket over (or closes it): nothing more to arm here.
+      return deliver(handshake, wire::decode_hello_body,
+                     [&](const wire::Hello& h) { handle_hello(c, h); });
+    case wire::FrameType::kHelloAck:
+      deliver(handshake, wire::decode_hello_ack_body,
+              [&](const wire::HelloAck& a) { handle_hello_ack(c, a); });
       break;
-    }
     case wire::FrameType::kWriteRequest:
-    case wire::FrameType::kReadRequest: {
-      if (c->outbound || c->channel != wire::ChannelKind::kControl) {
-        return bad(wire::DecodeError::kUnknownType);
-      }
-      wire::Result<wire::Request> r = wire::decode_request_body(c->fh, body);
-      if (!r.ok()) {
-        return bad(r.error());
-      }
-      handle_request(c, *r);
+    case wire::FrameType::kReadRequest:
+      deliver(!c->outbound && control, wire::decode_request_body,
+              [&](const wire::Request& r) { handle_request(c, r); });
       break;
-    }
-    case wire::FrameType::kCompletion: {
-      if (!c->outbound || c->channel != wire::ChannelKind::kControl) {
-        return bad(wire::DecodeError::kUnknownType);
-      }
-      wire::Result<wire::Completion> cmp = wire::decode_completion_body(c->fh, body);
-      if (!cmp.ok()) {
-        return bad(cmp.error());
-      }
-      handle_completion(c, *cmp);
+    case wire::FrameType::kCompletion:
+      deliver(c->outbound && control, wire::decode_completion_body,
+              [&](const wire::Completion& cmp) { handle_completion(c, cmp); });
       break;
-    }
-    case wire::FrameType::kData: {
-      wire::Result<wire::DataHeader> d = wire::decode_data_body(c->fh, body);
-      if (!d.ok()) {
-        return bad(d.error());
-      }
-      handle_data(c, *d);
-      return;  // it arms its own receive (payload, discard or parked)
-    }
-    case wire::FrameType::kDataBatch: {
-      wire::Result<wire::DataBatch> b = wire::decode_data_batch_body(c->fh, body);
-      if (!b.ok()) {
-        return bad(b.error());
-      }
-      handle_batch(c, *b);
-      return;
-    }
+    case wire::FrameType::kData:
+      // Data and batch handlers arm their own receive (payload, discard or parked).
+      return deliver(true, wire::decode_data_body,
+                     [&](const wire::DataHeader& d) { handle_data(c, d); });
+    case wire::FrameType::kDataBatch:
+      return deliver(true, wire::decode_data_batch_body,
+                     [&](const wire::DataBatch& b) { handle_batch(c, b); });
   }
   if (c->state == ConnState::kClosing) {
     return;
@@ -1483,9 +1460,10 @@ namespace {
 
 // Appends `v` to payload iovecs, merging it into the last when it continues it in
 // memory: contiguous segments then cost the kernel one iovec, and a chunk that lies in
-// one registered buffer can go as one fixed-buffer send.
-void append_payload(std::vector<iovec>& iov, const iovec& v) {
-  if (!iov.empty() &&
+// one registered buffer can go as one fixed-buffer send. The first `keep` iovecs (a
+// frame header) are never merged into.
+void append_payload(std::vector<iovec>& iov, const iovec& v, size_t keep = 0) {
+  if (iov.size() > keep &&
       static_cast<std::byte*>(iov.back().iov_base) + iov.back().iov_len == v.iov_base) {
     iov.back().iov_len += v.iov_len;
   } else {
@@ -1525,12 +1503,10 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     SendItem item = frame_item(encode_frame(
         wire::data_batch_frame_bytes(entries.size()),
         [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, entries, o); }));
-    std::vector<iovec> payload;
-    payload.reserve(segs.size());
+    item.iov.reserve(1 + segs.size());
     for (const iovec& v : segs) {
-      append_payload(payload, v);
+      append_payload(item.iov, v, /*keep=*/1);
     }
-    item.iov.insert(item.iov.end(), payload.begin(), payload.end());
     item.payload = total;
     item.zero_copy = zc_on && total >= zc_min;
     track(item);

@@ -89,6 +89,29 @@ void EventLoop::post(absl::AnyInvocable<void() &&> fn) {
   }
 }
 
+bool EventLoop::call(absl::AnyInvocable<void() &&> fn) {
+  if (in_loop_thread()) {
+    std::move(fn)();
+    return true;
+  }
+  if (stop_.load(std::memory_order_acquire)) {
+    return false;
+  }
+  // A task the loop drops (it stopped first) breaks the promise, which also ends the wait.
+  std::promise<bool> ran;
+  std::future<bool> done = ran.get_future();
+  post([fn = std::move(fn), ran = std::move(ran)]() mutable {
+    std::move(fn)();
+    ran.set_value(true);
+  });
+  done.wait();
+  try {
+    return done.get();
+  } catch (const std::future_error&) {
+    return false;
+  }
+}
+
 void EventLoop::set_handler(uint8_t kind, CompletionHandler* handler) noexcept {
   RX_CHECK(kind != 0 && kind != kWakeKind);
   handlers_[kind] = handler;

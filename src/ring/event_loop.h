@@ -49,6 +49,10 @@ class EventLoop {
 
   // Any thread. Runs `fn` on the loop thread soon; wakes it only if it sleeps.
   void post(absl::AnyInvocable<void() &&> fn);
+  // Any thread: runs `fn` on the loop thread and returns once it has run (at once, if
+  // called on the loop thread). Returns false when the loop had stopped and dropped it.
+  // Never call it from another loop's thread: two loops calling each other deadlock.
+  bool call(absl::AnyInvocable<void() &&> fn);
 
   // Loop thread (or before traffic of that kind). `handler` must outlive the loop.
   void set_handler(uint8_t kind, CompletionHandler* handler) noexcept;

@@ -282,6 +282,8 @@ class Transport::Impl {
   uint64_t inline_limit() const {
     return std::min<uint64_t>(config.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);
   }
+  // Runs fn(worker) on each ring thread and waits for it (see add_fixed_buffer).
+  void on_every_worker(const std::function<void(Worker&)>& fn);
 };
 
 // ---------------------------------------------------------------------------
@@ -294,16 +296,13 @@ absl::Status Worker::start(const ring::RingOptions& options, int cpu) {
     return loop.status();
   }
   loop_ = std::move(*loop);
-  std::promise<void> ready;
-  loop_->post([this, &ready] {
+  loop_->call([this] {
     loop_->set_handler(kKindConn, this);
     loop_->set_handler(kKindListen, this);
     loop_->set_handler(kKindZc, this);
     const int64_t period = std::clamp<int64_t>(t_->config.timeout_ns / 20, 1'000'000, 50'000'000);
     loop_->set_tick([this] { tick(); }, period);
-    ready.set_value();
   });
-  ready.get_future().wait();
   return absl::OkStatus();
 }
 
@@ -2202,18 +2201,27 @@ Transport::~Transport() {
 uint16_t Transport::port() const { return impl_->port; }
 const Config& Transport::config() const { return impl_->config; }
 
-void Transport::add_fixed_buffer(std::byte* base, uint64_t len) {
-  for (auto& w : impl_->workers) {
+void Transport::Impl::on_every_worker(const std::function<void(Worker&)>& fn) {
+  // Waiting on another ring from a ring thread could deadlock two rings that wait on
+  // each other, so from a ring thread the others are only posted to.
+  const bool on_ring = std::ranges::any_of(
+      workers, [](const std::unique_ptr<Worker>& w) { return w->loop().in_loop_thread(); });
+  for (auto& w : workers) {
     Worker* wp = w.get();
-    wp->loop().post([wp, base, len] { wp->add_fixed_buffer(base, len); });
+    if (on_ring && !wp->loop().in_loop_thread()) {
+      wp->loop().post([wp, fn] { fn(*wp); });
+    } else {
+      wp->loop().call([wp, &fn] { fn(*wp); });
+    }
   }
 }
 
+void Transport::add_fixed_buffer(std::byte* base, uint64_t len) {
+  impl_->on_every_worker([base, len](Worker& w) { w.add_fixed_buffer(base, len); });
+}
+
 void Transport::remove_fixed_buffer(std::byte* base) {
-  for (auto& w : impl_->workers) {
-    Worker* wp = w.get();
-    wp->loop().post([wp, base] { wp->remove_fixed_buffer(base); });
-  }
+  impl_->on_every_worker([base](Worker& w) { w.remove_fixed_buffer(base); });
 }
 
 void Transport::add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t addr_len) {

@@ -100,9 +100,11 @@ class Transport {
   const Config& config() const;
 
   // Thread-safe. Registers [base, base+len) as an io_uring fixed buffer on every ring
-  // thread (asynchronously): zero-copy sends of payloads inside it then pin no pages per
-  // send. Where the kernel refuses (RLIMIT_MEMLOCK, over 1 GiB, a full table) sends from
-  // it stay plain zero-copy sends, counted and logged once.
+  // thread and returns once every ring has it: zero-copy sends of payloads inside it then
+  // pin no pages per send. Where the kernel refuses (RLIMIT_MEMLOCK, over 1 GiB, a full
+  // table) sends from it stay plain zero-copy sends, counted and logged once.
+  // remove_fixed_buffer returns once no ring has it. Called on a ring thread (from a
+  // status callback), the other rings are told without waiting.
   void add_fixed_buffer(std::byte* base, uint64_t len);
   void remove_fixed_buffer(std::byte* base);
 

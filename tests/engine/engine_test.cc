@@ -277,6 +277,9 @@ TEST(Engine, ZeroCopyFromFixedBuffersFailsCleanlyWhenThePeerGoesAway) {
   std::vector<uint8_t> src(n, 1), dst(n);
   MemoryDesc ms = *pair.a().register_memory(src.data(), n);
   MemoryDesc md = *pair.b().register_memory(dst.data(), n);
+  // register_memory returns once every ring thread has the buffer (or refused it).
+  const EngineStats reg = pair.a().stats();
+  EXPECT_EQ(reg.fixed_buffers + reg.fixed_buffer_fallbacks, static_cast<uint64_t>(cfg.rings));
   // One transfer first, so the connections exist and the sends below start at once.
   expect_success(must(pair.a().write(ms, 0, md, 0, n, pair.a().allocate_transfer_id())));
   ASSERT_GT(pair.a().stats().zerocopy_fixed_sends, 0u);
@@ -295,6 +298,7 @@ TEST(Engine, ZeroCopyFromFixedBuffersFailsCleanlyWhenThePeerGoesAway) {
   EXPECT_GT(failed, 0) << "the target went away with 256 MiB still to send";
   EXPECT_GT(pair.a().stats().fixed_buffers, 0u);
   ASSERT_TRUE(pair.a().deregister_memory(ms).ok());
+  EXPECT_EQ(pair.a().stats().fixed_buffers, 0u) << "deregister_memory returned before the rings";
 }
 
 TEST(Engine, SessionsTransferAndReportAliveness) {

@@ -323,6 +323,31 @@ TEST(EventLoop, SleepingLoopWakesForAPost) {
   EXPECT_GE(loop->counters().wakeups, 1u);
 }
 
+TEST(EventLoop, CallReturnsAfterTheTaskRanOnTheLoopThread) {
+  auto loop = make_loop();
+  ASSERT_NE(loop, nullptr);
+  for (int i = 0; i < 50; ++i) {
+    int seen = 0;  // plain int: the call's return must order the write before the read
+    bool on_loop = false;
+    ASSERT_TRUE(loop->call([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(i % 5 == 0 ? 500 : 0));
+      on_loop = loop->in_loop_thread();
+      seen = i + 1;
+    }));
+    EXPECT_EQ(seen, i + 1) << "call " << i << " returned before its task ran";
+    EXPECT_TRUE(on_loop);
+  }
+  // From the loop thread it runs at once, before the task that called it returns.
+  std::atomic<int> order{0};
+  ASSERT_TRUE(loop->call([&] {
+    loop->call([&] { order.store(1); });
+    order.store(order.load() == 1 ? 2 : -1);
+  }));
+  EXPECT_EQ(order.load(), 2);
+  loop->stop();
+  EXPECT_FALSE(loop->call([] {})) << "a stopped loop runs nothing";
+}
+
 struct Recorder : CompletionHandler {
   std::atomic<int> count{0};
   std::atomic<uint32_t> last_slot{0};

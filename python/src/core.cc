@@ -584,14 +584,26 @@ PYBIND11_MODULE(_core, m) {
           [](Engine& e, uint64_t address, long long size, int device_id, MemoryLocationType loc) {
             const MemoryLocation l =
                 loc == MemoryLocationType::kGpu ? MemoryLocation::kGpu : MemoryLocation::kCpu;
-            return value_or_raise(e.register_memory(reinterpret_cast<void*>(address),
-                                                    checked(size, "size"), l, device_id));
+            const uint64_t n = checked(size, "size");
+            absl::StatusOr<MemoryDesc> r;
+            {
+              py::gil_scoped_release nogil;  // waits for every ring thread (fixed buffers)
+              r = e.register_memory(reinterpret_cast<void*>(address), n, l, device_id);
+            }
+            return value_or_raise(std::move(r));
           },
           py::arg("address"), py::arg("size"), py::arg("device_id") = -1,
           py::arg("loc") = MemoryLocationType::kCpu)
       .def(
           "deregister_memory",
-          [](Engine& e, const MemoryDesc& d) { ok_or_raise(e.deregister_memory(d)); },
+          [](Engine& e, const MemoryDesc& d) {
+            absl::Status st;
+            {
+              py::gil_scoped_release nogil;  // waits for every ring thread (fixed buffers)
+              st = e.deregister_memory(d);
+            }
+            ok_or_raise(st);
+          },
           py::arg("desc"))
       .def("allocate_transfer_uid", &Engine::allocate_transfer_id)
       .def(

@@ -26,7 +26,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "ringxfer/ringxfer.h"
 
@@ -57,6 +59,8 @@ ABSL_FLAG(int, recv_buffer, ringxfer::EngineConfig{}.socket.recv_buffer_bytes,
           "SO_RCVBUF of every connection in bytes (0: kernel autotuning)");
 ABSL_FLAG(int, wait_spin_us, static_cast<int>(ringxfer::EngineConfig{}.wait_spin.count()),
           "how long a waiting caller yields before it sleeps (EngineConfig::wait_spin)");
+ABSL_FLAG(std::vector<std::string>, ring_cpus, {},
+          "pin ring thread i to cpu ring_cpus[i % n], e.g. 0,1 (empty: no pinning)");
 ABSL_FLAG(bool, sqpoll, false, "a kernel thread polls each ring's SQ (IORING_SETUP_SQPOLL)");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
@@ -132,6 +136,13 @@ EngineConfig engine_config(uint16_t port) {
   c.zerocopy_threshold_bytes = absl::GetFlag(FLAGS_zerocopy_threshold);
   c.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   c.sqpoll = absl::GetFlag(FLAGS_sqpoll);
+  for (const std::string& cpu : absl::GetFlag(FLAGS_ring_cpus)) {
+    int n = 0;
+    if (!absl::SimpleAtoi(cpu, &n)) {
+      die(absl::StrFormat("--ring_cpus: '%s' is not a cpu number", cpu));
+    }
+    c.ring_cpus.push_back(n);
+  }
   c.wait_spin = std::chrono::microseconds(absl::GetFlag(FLAGS_wait_spin_us));
   c.socket.send_buffer_bytes = absl::GetFlag(FLAGS_send_buffer);
   c.socket.recv_buffer_bytes = absl::GetFlag(FLAGS_recv_buffer);
@@ -517,6 +528,7 @@ int run_loopback(const char* self) {
       absl::StrFormat("--chunk_bytes=%d", absl::GetFlag(FLAGS_chunk_bytes)),
       absl::StrFormat("--send_buffer=%d", absl::GetFlag(FLAGS_send_buffer)),
       absl::GetFlag(FLAGS_sqpoll) ? "--sqpoll" : "--nosqpoll",
+      "--ring_cpus=" + absl::StrJoin(absl::GetFlag(FLAGS_ring_cpus), ","),
       absl::StrFormat("--recv_buffer=%d", absl::GetFlag(FLAGS_recv_buffer)),
   };
   std::vector<char*> argv;

@@ -196,6 +196,19 @@ std::string stats_line(const Engine& e, const ringxfer::EngineStats& base, doubl
                          s.fixed_buffer_fallbacks);
 }
 
+// The target's stats_line(), labelled like the initiator's counters.
+std::string describe_target_stats(const std::vector<std::string>& t) {
+  if (t.size() < 16 || t[0] != "STATS") {
+    return "unreadable reply: " + absl::StrJoin(t, " ");
+  }
+  return absl::StrFormat(
+      "sqes %s, io_uring_enter %s, cqes %s, wakeups %s, sent %s B, received %s B, zero-copy "
+      "sends %s (copied %s, from fixed buffers %s; fixed buffers refused %s), short sends %s, "
+      "short recvs %s, connections %s, hostile frames %s, cpu %s s",
+      t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[14], t[15], t[9], t[10], t[11], t[12],
+      t[13]);
+}
+
 int run_target() {
   const uint16_t port = static_cast<uint16_t>(absl::GetFlag(FLAGS_port));
   auto engine = Engine::create("bench-target", engine_config(port));
@@ -491,7 +504,7 @@ int run_initiator(const std::string& host, uint16_t port) {
           s1.zerocopy_fixed_sends - s0.zerocopy_fixed_sends, s1.fixed_buffer_fallbacks,
           s1.short_sends - s0.short_sends, s1.short_recvs - s0.short_recvs, s1.connections_opened,
           cpu);
-      absl::PrintF("target (since this initiator's hello): %s\n", target_stats.c_str());
+      absl::PrintF("target (since this initiator's hello): %s\n", describe_target_stats(t));
       absl::PrintF(
           "%d batches (measured, warm-up and verification): io_uring_enter per batch %.1f, "
           "cpu-s per GB %.3f (both processes, getrusage; data checks left out), %.3f (whole "

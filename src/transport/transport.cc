@@ -179,6 +179,8 @@ class Worker final : public ring::CompletionHandler {
   void close_conn(Conn* c, const absl::Status& why, bool hostile = false);
   void maybe_release(Conn* c);
   void fail_outbound(Peer* p, const absl::Status& why);
+  // Whether a connection to `p` has unacknowledged bytes and no ACK for `quiet_ms`.
+  bool path_stalled(const Peer* p, uint32_t quiet_ms) const;
   void fail_inbound(Peer* p, const absl::Status& why);
 
   // Send path.
@@ -605,6 +607,21 @@ void Worker::maybe_release(Conn* c) {
     c->rx_in.reset();
     free_conn(c);
   }
+}
+
+bool Worker::path_stalled(const Peer* p, uint32_t quiet_ms) const {
+  // A connection with bytes the peer has not acknowledged and no ACK for `quiet_ms`. A
+  // busy healthy connection gets ACKs all the time; an idle one has nothing unacked.
+  auto stalled = [quiet_ms](const Conn* c) {
+    if (c == nullptr || c->fd < 0 || c->state == ConnState::kClosing) {
+      return false;
+    }
+    tcp_info ti{};
+    socklen_t len = sizeof(ti);
+    return ::getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_unacked > 0 &&
+           ti.tcpi_last_ack_recv >= quiet_ms;
+  };
+  return stalled(p->out_ctrl) || std::ranges::any_of(p->out_data, stalled);
 }
 
 void Worker::fail_outbound(Peer* p, const absl::Status& why) {
@@ -1996,6 +2013,15 @@ void Worker::tick() {
       // the connections so those operations end, and the transfer with them.
       fail_outbound(p, absl::UnavailableError(absl::StrFormat(
                            "closed after a transfer to %s timed out with data in flight", key)));
+    } else if (!late.empty() && path_stalled(p, static_cast<uint32_t>(timeout_ms / 2))) {
+      // The late transfers' requests went out but nothing is acknowledged any more: the
+      // path is down (a black hole, a dead link). Close now, so that the next transfer
+      // opens new connections instead of queueing behind data the kernel will give up
+      // on (TCP_USER_TIMEOUT) a moment later.
+      fail_outbound(p, absl::UnavailableError(absl::StrFormat(
+                           "closed after a transfer to %s timed out: nothing acknowledged "
+                           "for %d ms",
+                           key, timeout_ms / 2)));
     }
     std::erase_if(p->backlog, [](const std::shared_ptr<OutOp>& op) {
       if (op->failed && !op->finished) {

@@ -1,15 +1,21 @@
-"""A target engine in its own process for test_two_processes.py: registers a numpy array,
-prints its descriptors (hex) on one line, then answers commands on stdin:
-'sum' prints the sum of the array, 'inbound KEY UID' prints the inbound status code."""
+"""A target engine in its own process for test_two_processes.py and
+test_network_faults.py: registers a numpy array, prints its descriptors (hex) on one
+line, then answers commands on stdin: 'sum' prints the sum of the array,
+'inbound KEY UID' prints the inbound status code.
+
+Arguments (optional): the address to listen on (127.0.0.1) and the array's size in
+bytes (1 MiB)."""
 import sys
 
 import numpy as np
 
 from ringxfer import BackendType, IOEngine, IOEngineConfig
 
-engine = IOEngine("process-target", IOEngineConfig(host="127.0.0.1", port=0))
+host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+size = int(sys.argv[2]) if len(sys.argv) > 2 else 1 << 20
+engine = IOEngine("process-target", IOEngineConfig(host=host, port=0))
 engine.create_backend(BackendType.TCP)
-arr = np.zeros(1 << 20, dtype=np.uint8)
+arr = np.zeros(size, dtype=np.uint8)
 md = engine.register_memory(arr)
 print(engine.get_engine_desc().pack().hex(), md.pack().hex(), flush=True)
 for line in sys.stdin:

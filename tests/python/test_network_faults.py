@@ -1,0 +1,198 @@
+"""Transfers across a real network path with faults in it: the initiator here, the target
+in its own network namespace behind a veth pair, and the faults made with nftables
+(random loss, a black hole), `ip link set down` and `tc tbf` (a rate limit).
+
+Needs root and the `ip`, `nft` and `tc` commands (Debian: iproute2, nftables); skipped
+otherwise. Every fault is removed and the namespace deleted when a test ends."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ringxfer import BackendType, EngineDesc, IOEngine, IOEngineConfig, MemoryDesc, StatusCode
+from ringxfer import TcpBackendConfig
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "tc")),
+    reason="needs root and ip, nft, tc",
+)
+
+NS, IF_HERE, IF_THERE = "rx-fault", "rxf-a", "rxf-b"
+HERE, THERE = "10.79.0.1", "10.79.0.2"
+SIZE = 16 << 20
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True)
+
+
+def teardown_net():
+    sh("ip", "netns", "del", NS, check=False)
+    sh("ip", "link", "del", IF_HERE, check=False)
+
+
+class Target:
+    """rx-fault (THERE) runs tests/python/target_process.py; this side is HERE."""
+
+    def __init__(self):
+        teardown_net()
+        sh("ip", "netns", "add", NS)
+        sh("ip", "link", "add", IF_HERE, "type", "veth", "peer", "name", IF_THERE)
+        sh("ip", "link", "set", IF_THERE, "netns", NS)
+        sh("ip", "addr", "add", f"{HERE}/24", "dev", IF_HERE)
+        sh("ip", "link", "set", IF_HERE, "up")
+        sh("ip", "-n", NS, "addr", "add", f"{THERE}/24", "dev", IF_THERE)
+        sh("ip", "-n", NS, "link", "set", IF_THERE, "up")
+        sh("ip", "-n", NS, "link", "set", "lo", "up")
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", NS, sys.executable, os.path.join(here, "target_process.py"),
+             THERE, str(SIZE)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+        line = self.proc.stdout.readline().split()
+        assert len(line) == 2, "the target process did not start"
+        self.desc = EngineDesc.unpack(bytes.fromhex(line[0]))
+        self.md = MemoryDesc.unpack(bytes.fromhex(line[1]))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        teardown_net()
+
+    def nft(self, rules):
+        """Loads `rules` into the table inet rxfault of the target's namespace."""
+        subprocess.run(["ip", "netns", "exec", NS, "nft", "-f", "-"], check=True, text=True,
+                       input=f"table inet rxfault {{\n{rules}\n}}\n")
+
+    def nft_clear(self):
+        sh("ip", "netns", "exec", NS, "nft", "delete", "table", "inet", "rxfault", check=False)
+
+    def nft_dropped(self):
+        """Packets the table's counters have seen (every rule counts what it drops)."""
+        out = sh("ip", "netns", "exec", NS, "nft", "list", "table", "inet", "rxfault").stdout
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
+
+
+@pytest.fixture
+def target():
+    t = Target()
+    yield t
+    t.close()
+
+
+def initiator(timeout_ms):
+    e = IOEngine("fault-initiator", IOEngineConfig(host=HERE, port=0))
+    e.create_backend(BackendType.TCP, TcpBackendConfig(op_timeout_ms=timeout_ms))
+    return e
+
+
+def write_then_read(e, target, rng, wait_ms):
+    """Writes SIZE random bytes to the target, reads them back elsewhere, compares."""
+    src = rng.integers(0, 256, SIZE, dtype=np.uint8)
+    back = np.zeros(SIZE, np.uint8)
+    ms, mb = e.register_memory(src), e.register_memory(back)
+    w = e.write(ms, 0, target.md, 0, SIZE, e.allocate_transfer_uid())
+    assert w.WaitFor(wait_ms), "the write hung past its wait"
+    assert w.Code() == StatusCode.SUCCESS, w.Message()
+    r = e.read(mb, 0, target.md, 0, SIZE, e.allocate_transfer_uid())
+    assert r.WaitFor(wait_ms), "the read hung past its wait"
+    assert r.Code() == StatusCode.SUCCESS, r.Message()
+    assert np.array_equal(src, back), "the bytes read back differ from those written"
+    e.deregister_memory(ms)
+    e.deregister_memory(mb)
+
+
+def test_transfers_survive_random_packet_loss(target):
+    rng = np.random.default_rng(1)
+    e = initiator(timeout_ms=30000)
+    try:
+        e.register_remote_engine(target.desc)
+        target.nft("""
+          chain input { type filter hook input priority 0; meta l4proto tcp numgen random mod 100 < 2 counter drop; }
+          chain output { type filter hook output priority 0; meta l4proto tcp numgen random mod 100 < 2 counter drop; }
+        """)
+        write_then_read(e, target, rng, wait_ms=60000)
+        assert target.nft_dropped() > 0, "the loss rules dropped nothing: the test tested nothing"
+        assert e.stats()["transfers_failed"] == 0
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("fault", ["drop", "link-down"])
+def test_black_hole_fails_pending_transfers_within_the_timeout_then_recovers(target, fault):
+    timeout_ms = 1500
+    rng = np.random.default_rng(2)
+    e = initiator(timeout_ms=timeout_ms)
+    try:
+        e.register_remote_engine(target.desc)
+        write_then_read(e, target, rng, wait_ms=20000)  # the connections are up
+        src = np.ones(SIZE, np.uint8)
+        ms = e.register_memory(src)
+        if fault == "drop":
+            target.nft("""
+              chain input { type filter hook input priority 0; meta l4proto tcp counter drop; }
+              chain output { type filter hook output priority 0; meta l4proto tcp counter drop; }
+            """)
+        else:
+            sh("ip", "link", "set", IF_HERE, "down")
+        t0 = time.monotonic()
+        pending = [e.write(ms, 0, target.md, 0, SIZE, e.allocate_transfer_uid()),
+                   e.read(ms, 0, target.md, 0, SIZE, e.allocate_transfer_uid()),
+                   e.write(ms, 0, target.md, 0, 64, e.allocate_transfer_uid())]
+        for st in pending:
+            assert st.WaitFor(timeout_ms + 5000), "a transfer hung past its timeout"
+        elapsed = time.monotonic() - t0
+        for st in pending:
+            assert st.Failed(), "a transfer into a black hole succeeded"
+            assert st.Code() in (StatusCode.ERR_TIMEOUT, StatusCode.ERR_CONNECTION_LOST), st.Message()
+        assert elapsed < timeout_ms / 1000 + 3, f"failing took {elapsed:.1f} s"
+        assert elapsed >= timeout_ms / 1000 * 0.9, f"failed after {elapsed:.2f} s, before the timeout"
+        if fault == "drop":
+            assert target.nft_dropped() > 0
+            target.nft_clear()
+        else:
+            sh("ip", "link", "set", IF_HERE, "up")
+        # The path is back: new transfers succeed (over the old connections once TCP
+        # retransmits, or over new ones).
+        write_then_read(e, target, rng, wait_ms=30000)
+        e.deregister_memory(ms)
+    finally:
+        e.close()
+
+
+def test_transfers_keep_to_a_rate_limited_link(target):
+    rate_mbit = 400
+    rng = np.random.default_rng(3)
+    e = initiator(timeout_ms=30000)
+    try:
+        e.register_remote_engine(target.desc)
+        write_then_read(e, target, rng, wait_ms=20000)
+        sh("tc", "qdisc", "add", "dev", IF_HERE, "root", "tbf", "rate", f"{rate_mbit}mbit",
+           "burst", "256kb", "latency", "100ms")
+        src = rng.integers(0, 256, SIZE, dtype=np.uint8)
+        ms = e.register_memory(src)
+        t0 = time.monotonic()
+        w = e.write(ms, 0, target.md, 0, SIZE, e.allocate_transfer_uid())
+        assert w.WaitFor(30000) and w.Code() == StatusCode.SUCCESS, w.Message()
+        elapsed = time.monotonic() - t0
+        floor = SIZE * 8 / (rate_mbit * 1e6)
+        assert elapsed > 0.8 * floor, f"{SIZE} B in {elapsed:.3f} s: faster than the {rate_mbit} Mbit/s limit"
+        back = np.zeros(SIZE, np.uint8)
+        mb = e.register_memory(back)
+        r = e.read(mb, 0, target.md, 0, SIZE, e.allocate_transfer_uid())
+        assert r.WaitFor(30000) and r.Code() == StatusCode.SUCCESS, r.Message()
+        assert np.array_equal(src, back)
+    finally:
+        sh("tc", "qdisc", "del", "dev", IF_HERE, "root", check=False)
+        e.close()

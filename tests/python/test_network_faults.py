@@ -1,14 +1,19 @@
-"""Transfers across a real network path with faults in it: the initiator here, the target
-in its own network namespace behind a veth pair, and the faults made with nftables
-(random loss, a black hole), `ip link set down` and `tc tbf` (a rate limit).
+"""Transfers across a real network path with faults in it.
 
-Needs root and the `ip`, `nft` and `tc` commands (Debian: iproute2, nftables); skipped
-otherwise. Every fault is removed and the namespace deleted when a test ends."""
+Most tests put the initiator here and the target in its own network namespace behind
+a veth pair, and make the faults with nftables (random loss, a black hole), `ip link
+set down` and `tc tbf` (a rate limit). They need root and the `ip`, `nft` and `tc`
+commands (Debian: iproute2, nftables), and are skipped otherwise; every fault is
+removed and the namespace deleted when a test ends. The long-path test needs neither:
+it delays loopback traffic through a relay of its own (this kernel has no netem)."""
 import os
+import queue
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -17,7 +22,7 @@ import pytest
 from ringxfer import BackendType, EngineDesc, IOEngine, IOEngineConfig, MemoryDesc, StatusCode
 from ringxfer import TcpBackendConfig
 
-pytestmark = pytest.mark.skipif(
+needs_root_and_tools = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "tc")),
     reason="needs root and ip, nft, tc",
 )
@@ -113,6 +118,7 @@ def write_then_read(e, target, rng, wait_ms):
     e.deregister_memory(mb)
 
 
+@needs_root_and_tools
 def test_transfers_survive_random_packet_loss(target):
     rng = np.random.default_rng(1)
     e = initiator(timeout_ms=30000)
@@ -129,6 +135,7 @@ def test_transfers_survive_random_packet_loss(target):
         e.close()
 
 
+@needs_root_and_tools
 @pytest.mark.parametrize("fault", ["drop", "link-down"])
 def test_black_hole_fails_pending_transfers_within_the_timeout_then_recovers(target, fault):
     timeout_ms = 1500
@@ -171,6 +178,7 @@ def test_black_hole_fails_pending_transfers_within_the_timeout_then_recovers(tar
         e.close()
 
 
+@needs_root_and_tools
 def test_transfers_keep_to_a_rate_limited_link(target):
     rate_mbit = 400
     rng = np.random.default_rng(3)
@@ -196,3 +204,109 @@ def test_transfers_keep_to_a_rate_limited_link(target):
     finally:
         sh("tc", "qdisc", "del", "dev", IF_HERE, "root", check=False)
         e.close()
+
+
+class DelayRelay:
+    """A TCP relay on loopback that holds every chunk for `delay` seconds each way: a
+    long path (this kernel has no netem). Threads; the queues are unbounded, so keep the
+    transfers small."""
+
+    def __init__(self, target_port, delay):
+        self.delay, self.target_port = delay, target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            up = socket.create_connection(("127.0.0.1", self.target_port))
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks += [down, up]
+            self._pump(down, up)
+            self._pump(up, down)
+
+    def _pump(self, src, dst):
+        q = queue.Queue()
+
+        def read():
+            while True:
+                try:
+                    data = src.recv(1 << 20)
+                except OSError:
+                    data = b""
+                q.put((time.monotonic() + self.delay, data))
+                if not data:
+                    return
+
+        def write():
+            while True:
+                due, data = q.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        dst.shutdown(socket.SHUT_WR)
+                        return
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_transfers_over_a_long_path_stay_pipelined():
+    """25 ms each way through a relay: a transfer takes at least the 50 ms round trip,
+    and 32 transfers issued together share round trips instead of queueing one behind
+    another (32 x 50 ms = 1.6 s if they did)."""
+    delay = 0.025
+    b = IOEngine("relay-target", IOEngineConfig(host="127.0.0.1", port=0))
+    b.create_backend(BackendType.TCP)
+    relay = DelayRelay(b.get_engine_desc().port, delay)
+    a = IOEngine("relay-initiator", IOEngineConfig(host="127.0.0.1", port=0))
+    a.create_backend(BackendType.TCP, TcpBackendConfig(op_timeout_ms=5000))
+    try:
+        a.register_remote_engine(EngineDesc("relay-target", host="127.0.0.1", port=relay.port))
+        rng = np.random.default_rng(4)
+        size = 1 << 20
+        src = rng.integers(0, 256, size, dtype=np.uint8)
+        dst = np.zeros(size, np.uint8)
+        back = np.zeros(size, np.uint8)
+        ms, mb, md = a.register_memory(src), a.register_memory(back), b.register_memory(dst)
+        w = a.write(ms, 0, md, 0, size, a.allocate_transfer_uid())  # connects, then writes
+        assert w.WaitFor(10000) and w.Code() == StatusCode.SUCCESS, w.Message()
+        assert np.array_equal(src, dst)
+        t0 = time.monotonic()
+        w = a.write(ms, 0, md, 0, 8, a.allocate_transfer_uid())
+        assert w.WaitFor(5000) and w.Code() == StatusCode.SUCCESS, w.Message()
+        one = time.monotonic() - t0
+        assert one >= 2 * delay, f"a transfer took {one * 1e3:.1f} ms: the relay is not in the path"
+        t0 = time.monotonic()
+        many = [a.write(ms, i * 4096, md, i * 4096, 4096, a.allocate_transfer_uid())
+                for i in range(32)]
+        for st in many:
+            assert st.WaitFor(5000) and st.Code() == StatusCode.SUCCESS, st.Message()
+        together = time.monotonic() - t0
+        assert together < 16 * 2 * delay, (
+            f"32 transfers took {together * 1e3:.0f} ms: they waited for each other's round trips")
+        r = a.read(mb, 0, md, 0, size, a.allocate_transfer_uid())
+        assert r.WaitFor(10000) and r.Code() == StatusCode.SUCCESS, r.Message()
+        assert np.array_equal(src, back)
+    finally:
+        a.close()
+        b.close()
+        relay.close()

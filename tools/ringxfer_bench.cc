@@ -77,9 +77,37 @@ using ringxfer::EngineConfig;
 using ringxfer::EngineDesc;
 using ringxfer::MemoryDesc;
 
+// The target process --loopback started, stopped by die() so that it does not outlive
+// a failed run.
+pid_t g_loopback_target = 0;
+
 [[noreturn]] void die(const std::string& msg) {
   absl::FPrintF(stderr, "ringxfer-bench: %s\n", msg.c_str());
+  if (g_loopback_target > 0) {
+    kill(g_loopback_target, SIGKILL);
+    waitpid(g_loopback_target, nullptr, 0);
+  }
   std::exit(1);
+}
+
+// Flags every role reads, checked before anything starts.
+void check_flags() {
+  const std::string op = absl::GetFlag(FLAGS_op);
+  if (op != "write" && op != "read") {
+    die(absl::StrFormat("--op must be write or read, not '%s'", op));
+  }
+  const int batch = absl::GetFlag(FLAGS_batch);
+  if (batch < 1 || batch > 8192) {
+    die(absl::StrFormat("--batch must be 1..8192, not %d", batch));
+  }
+  const uint64_t min_size = absl::GetFlag(FLAGS_min_size), max_size = absl::GetFlag(FLAGS_max_size);
+  if (min_size == 0 || max_size < min_size) {
+    die(absl::StrFormat("need 0 < --min-size <= --max-size, not %d and %d", min_size, max_size));
+  }
+  if (absl::GetFlag(FLAGS_iters) < 1 || absl::GetFlag(FLAGS_warmup) < 0) {
+    die(absl::StrFormat("need --iters >= 1 and --warmup >= 0, not %d and %d",
+                        absl::GetFlag(FLAGS_iters), absl::GetFlag(FLAGS_warmup)));
+  }
 }
 
 std::string hex(const std::string& b) {
@@ -331,14 +359,8 @@ void print_row(const Row& r) {
 
 int run_initiator(const std::string& host, uint16_t port) {
   const bool write = absl::GetFlag(FLAGS_op) == "write";
-  if (!write && absl::GetFlag(FLAGS_op) != "read") {
-    die("--op must be write or read");
-  }
   const int batch = absl::GetFlag(FLAGS_batch);
   const uint64_t min_size = absl::GetFlag(FLAGS_min_size), max_size = absl::GetFlag(FLAGS_max_size);
-  if (batch < 1 || batch > 8192 || min_size == 0 || max_size < min_size) {
-    die("need 1 <= --batch <= 8192 and 0 < --min-size <= --max-size");
-  }
   EngineConfig cfg = engine_config(0);
   cfg.host = host.find(':') != std::string::npos ? "::" : "0.0.0.0";
   auto engine = Engine::create("bench-initiator", cfg);
@@ -554,17 +576,18 @@ int run_loopback(const char* self) {
     die("cannot start the target process");
   }
   posix_spawn_file_actions_destroy(&fa);
+  g_loopback_target = pid;
   close(out[1]);
   FILE* f = fdopen(out[0], "r");
   char line[256] = {};
   int port = 0;
   if (std::fgets(line, sizeof(line), f) == nullptr || std::sscanf(line, "READY %d", &port) != 1) {
-    kill(pid, SIGKILL);
     die("the target process did not start");
   }
   const int rc = run_initiator(absl::GetFlag(FLAGS_host), static_cast<uint16_t>(port));
   int status = 0;
   waitpid(pid, &status, 0);
+  g_loopback_target = 0;
   std::fclose(f);
   return rc;
 }
@@ -589,6 +612,10 @@ int main(int argc, char** argv) {
   }
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   signal(SIGPIPE, SIG_IGN);
+  check_flags();
+  if (absl::Status st = engine_config(0).validate(); !st.ok()) {
+    die(st.ToString());
+  }
   if (absl::GetFlag(FLAGS_loopback)) {
     return run_loopback("/proc/self/exe");
   }

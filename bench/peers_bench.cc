@@ -7,6 +7,8 @@
 // --target-rings.
 #include <dirent.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -54,19 +56,44 @@ int thread_count(int* iowq_workers = nullptr) {
   return n;
 }
 
-long flag(int argc, char** argv, const char* name, long def) {
-  const std::string prefix = std::string("--") + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
-      return std::atol(argv[i] + prefix.size());
-    }
-  }
-  return def;
-}
-
 [[noreturn]] void die(const absl::Status& st) {
   std::fprintf(stderr, "peers_bench: %s\n", st.ToString().c_str());
   std::exit(1);
+}
+
+constexpr const char* kFlags[] = {"peers", "mib-per-round", "rounds", "rings", "target-rings"};
+
+// Every argument must be one of kFlags as --name=N.
+void check_args(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool known = std::ranges::any_of(
+        kFlags, [&](const char* name) { return a.rfind(std::string("--") + name + "=", 0) == 0; });
+    if (!known) {
+      die(absl::InvalidArgumentError(
+          "unknown argument '" + a +
+          "' (flags: --peers= --mib-per-round= --rounds= --rings= --target-rings=)"));
+    }
+  }
+}
+
+// The value of --name=N, a whole number in [1, max], or `def` when not given.
+long flag(int argc, char** argv, const char* name, long def, long max) {
+  const std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
+      const char* text = argv[i] + prefix.size();
+      char* end = nullptr;
+      errno = 0;
+      const long v = std::strtol(text, &end, 10);
+      if (errno != 0 || end == text || *end != '\0' || v < 1 || v > max) {
+        die(absl::InvalidArgumentError(prefix + text + ": want a whole number in [1, " +
+                                       std::to_string(max) + "]"));
+      }
+      return v;
+    }
+  }
+  return def;
 }
 
 // Writes `bytes_per_round` per round, split evenly over `targets`; returns GB/s.
@@ -102,15 +129,19 @@ double run(Engine& initiator, const MemoryDesc& src, std::vector<MemoryDesc>& ds
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int peers = static_cast<int>(flag(argc, argv, "peers", 32));
-  const uint64_t bytes = uint64_t(flag(argc, argv, "mib-per-round", 256)) << 20;
-  const int rounds = static_cast<int>(flag(argc, argv, "rounds", 8));
+  check_args(argc, argv);
+  const int peers = static_cast<int>(flag(argc, argv, "peers", 32, 256));
+  const uint64_t bytes = uint64_t(flag(argc, argv, "mib-per-round", 256, 16384)) << 20;
+  const int rounds = static_cast<int>(flag(argc, argv, "rounds", 8, 100000));
+  if (bytes / peers < (1 << 20)) {
+    die(absl::InvalidArgumentError("--mib-per-round must give every peer at least 1 MiB"));
+  }
   EngineConfig cfg;
-  cfg.rings = static_cast<int>(flag(argc, argv, "rings", EngineConfig{}.rings));
+  cfg.rings = static_cast<int>(flag(argc, argv, "rings", EngineConfig{}.rings, 64));
   // Every target, the one-peer baseline included, has the same config: one ring thread
   // each by default, so that 32 in-process targets do not bring 64 threads.
   EngineConfig tc;
-  tc.rings = static_cast<int>(flag(argc, argv, "target-rings", 1));
+  tc.rings = static_cast<int>(flag(argc, argv, "target-rings", 1, 64));
   setenv("RINGXFER_LOG", "warn", 0);
 
   const int threads_before = thread_count();

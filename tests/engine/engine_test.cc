@@ -301,6 +301,33 @@ TEST(Engine, ZeroCopyFromFixedBuffersFailsCleanlyWhenThePeerGoesAway) {
   EXPECT_EQ(pair.a().stats().fixed_buffers, 0u) << "deregister_memory returned before the rings";
 }
 
+TEST(Engine, DeregistersMemoryFromACompletionCallbackWithoutBlocking) {
+  // A status callback runs on a ring thread; deregister_memory there must not wait on
+  // the other ring (two rings waiting on each other would deadlock): it removes its own
+  // ring's fixed buffer at once and tells the other ring by a post.
+  EngineConfig cfg;
+  cfg.zerocopy_threshold_bytes = 64 * 1024;
+  cfg.rings = 2;
+  EnginePair pair(cfg);
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  const size_t n = 32 << 20;
+  std::vector<uint8_t> src(n, 3), dst(n);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), n);
+  MemoryDesc md = *pair.b().register_memory(dst.data(), n);
+  StatusHandle st = must(pair.a().write(ms, 0, md, 0, n, pair.a().allocate_transfer_id()));
+  std::atomic<int> deregistered{0};  // 1: ok, -1: error
+  st->on_done([&] { deregistered = pair.a().deregister_memory(ms).ok() ? 1 : -1; });
+  expect_success(st);
+  ASSERT_EQ(std::memcmp(src.data(), dst.data(), n), 0);
+  for (int i = 0; i < 2000 && (deregistered.load() == 0 || pair.a().stats().fixed_buffers > 0);
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(deregistered.load(), 1);
+  EXPECT_EQ(pair.a().stats().fixed_buffers, 0u) << "a ring kept the deregistered buffer";
+  EXPECT_FALSE(pair.a().deregister_memory(ms).ok()) << "deregistered twice";
+}
+
 TEST(Engine, SessionsTransferAndReportAliveness) {
   EnginePair pair;
   ASSERT_TRUE(pair.error.ok()) << pair.error;

@@ -4,17 +4,20 @@ Most tests put the initiator here and the target in its own network namespace be
 a veth pair, and make the faults with nftables (random loss, a black hole), `ip link
 set down` and `tc tbf` (a rate limit). They need root and the `ip`, `nft` and `tc`
 commands (Debian: iproute2, nftables), and are skipped otherwise; every fault is
-removed and the namespace deleted when a test ends. The long-path test needs neither:
-it delays loopback traffic through a relay of its own (this kernel has no netem)."""
+removed and the namespace deleted when a test ends. The long-path and frozen-peer tests
+need neither: one delays loopback traffic through a relay of its own (this kernel has
+no netem), the other stops the target process with SIGSTOP."""
 import os
 import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -310,3 +313,52 @@ def test_transfers_over_a_long_path_stay_pipelined():
         a.close()
         b.close()
         relay.close()
+
+
+def test_a_frozen_peer_fails_transfers_within_the_timeout_and_serves_again_when_thawed():
+    """SIGSTOP: the target's kernel still accepts bytes until its socket buffers fill, then
+    advertises a zero window; nothing is lost and nothing is acknowledged by the engine.
+    Pending transfers fail at their deadline; after SIGCONT new transfers succeed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen([sys.executable, os.path.join(here, "target_process.py"),
+                             "127.0.0.1", str(SIZE)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    timeout_ms = 1500
+    e = IOEngine("frozen-initiator", IOEngineConfig(host="127.0.0.1", port=0))
+    e.create_backend(BackendType.TCP, TcpBackendConfig(op_timeout_ms=timeout_ms))
+    try:
+        line = proc.stdout.readline().split()
+        assert len(line) == 2, "the target process did not start"
+        remote = EngineDesc.unpack(bytes.fromhex(line[0]))
+        rmd = MemoryDesc.unpack(bytes.fromhex(line[1]))
+        e.register_remote_engine(remote)
+        far = types.SimpleNamespace(md=rmd)
+        rng = np.random.default_rng(5)
+        write_then_read(e, far, rng, wait_ms=20000)
+        src = np.full(SIZE, 7, np.uint8)
+        ms = e.register_memory(src)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            pending = [e.write(ms, 0, rmd, 0, SIZE, e.allocate_transfer_uid()),
+                       e.read(ms, 0, rmd, 0, SIZE, e.allocate_transfer_uid())]
+            for st in pending:
+                assert st.WaitFor(timeout_ms + 5000), "a transfer to a frozen peer hung"
+                assert st.Failed(), "a transfer to a frozen peer succeeded"
+            elapsed = time.monotonic() - t0
+            assert timeout_ms / 1000 * 0.9 <= elapsed < timeout_ms / 1000 + 3, f"{elapsed:.2f} s"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        write_then_read(e, far, rng, wait_ms=20000)
+        e.deregister_memory(ms)
+    finally:
+        e.close()
+        if proc.poll() is None:
+            proc.stdin.write("quit\n")
+            proc.stdin.flush()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

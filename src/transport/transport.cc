@@ -203,6 +203,8 @@ class Worker final : public ring::CompletionHandler {
   void expect_frame(Conn* c);
   void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
   void start_discard(Conn* c, uint64_t bytes);
+  // Takes the payload bytes already buffered, then receives the rest (or finishes).
+  void receive_payload(Conn* c);
   void on_payload_done(Conn* c);
   void handle_hello(Conn* c, const wire::Hello& h);
   void handle_hello_ack(Conn* c, const wire::HelloAck& a);
@@ -1120,19 +1122,17 @@ void Worker::start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes) {
   c->rx_iov = std::move(dest);
   c->rx_pos = 0;
   c->rx_left = bytes;
-  if (c->buffered) {
-    consume_buffered(c);
-    if (c->rx_left == 0) {
-      on_payload_done(c);
-      return;
-    }
-  }
-  arm_recv(c);
+  receive_payload(c);
 }
 
 void Worker::start_discard(Conn* c, uint64_t bytes) {
   c->rx = RxState::kDiscard;
   c->rx_left = bytes;
+  receive_payload(c);
+}
+
+void Worker::receive_payload(Conn* c) {
+  // A buffered (control) connection may hold some or all of the payload already.
   if (c->buffered) {
     consume_buffered(c);
     if (c->rx_left == 0) {

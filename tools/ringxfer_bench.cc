@@ -269,45 +269,69 @@ std::string describe_target_stats(const std::vector<std::string>& t) {
       t[13]);
 }
 
-int run_target() {
-  const uint16_t port = static_cast<uint16_t>(absl::GetFlag(FLAGS_port));
-  auto engine = Engine::create("bench-target", engine_config(port));
-  if (!engine.ok()) {
-    die(engine.status().ToString());
-  }
-  Buffer mem(region_bytes());
-  auto md = (*engine)->register_memory(mem.data(), mem.size());
-  if (!md.ok()) {
-    die(md.status().ToString());
-  }
-  // The rendezvous socket, on the engine port + 1.
-  const int lfd = socket((*engine)->desc().host.find(':') != std::string::npos ? AF_INET6 : AF_INET,
+// The rendezvous socket on `host`:`port`, listening; -1 with errno set when it cannot be
+// bound.
+int listen_rendezvous(const std::string& host, uint16_t port) {
+  const int lfd = socket(host.find(':') != std::string::npos ? AF_INET6 : AF_INET,
                          SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   addrinfo hints{}, *ai = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
-  const std::string rport = std::to_string((*engine)->desc().port + 1);
-  if (getaddrinfo((*engine)->desc().host.c_str(), rport.c_str(), &hints, &ai) != 0 ||
-      bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 4) != 0) {
-    die(absl::StrFormat("rendezvous port %s: %s", rport, std::strerror(errno)));
+  const std::string rport = std::to_string(port);
+  if (getaddrinfo(host.c_str(), rport.c_str(), &hints, &ai) != 0) {
+    close(lfd);
+    errno = EINVAL;
+    return -1;
   }
+  const bool ok = bind(lfd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(lfd, 4) == 0;
+  const int saved = errno;
   freeaddrinfo(ai);
-  absl::PrintF("READY %d\n", (*engine)->desc().port);
+  if (!ok) {
+    close(lfd);
+    errno = saved;
+    return -1;
+  }
+  return lfd;
+}
+
+int run_target() {
+  const uint16_t port = static_cast<uint16_t>(absl::GetFlag(FLAGS_port));
+  // The rendezvous socket goes on the engine port + 1. With an ephemeral engine port
+  // (--port=0) that one may be taken by another socket: then take another engine port.
+  std::unique_ptr<Engine> engine;
+  int lfd = -1;
+  for (int attempt = 0; lfd < 0; ++attempt) {
+    auto e = Engine::create("bench-target", engine_config(port));
+    if (!e.ok()) {
+      die(e.status().ToString());
+    }
+    engine = std::move(*e);
+    lfd = listen_rendezvous(engine->desc().host, static_cast<uint16_t>(engine->desc().port + 1));
+    if (lfd < 0 && (port != 0 || errno != EADDRINUSE || attempt == 20)) {
+      die(absl::StrFormat("rendezvous port %d: %s", engine->desc().port + 1, std::strerror(errno)));
+    }
+  }
+  Buffer mem(region_bytes());
+  auto md = engine->register_memory(mem.data(), mem.size());
+  if (!md.ok()) {
+    die(md.status().ToString());
+  }
+  absl::PrintF("READY %d\n", engine->desc().port);
   std::fflush(stdout);
   double cpu0 = cpu_seconds();
-  ringxfer::EngineStats base = (*engine)->stats();
+  ringxfer::EngineStats base = engine->stats();
   for (;;) {
     Line conn(accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
     std::string line;
     while (conn.recv(&line)) {
       if (line.rfind("HELLO ", 0) == 0) {
         cpu0 = cpu_seconds();
-        base = (*engine)->stats();
-        conn.send("DESC " + hex((*engine)->desc().pack()) + " " + hex(md->pack()));
+        base = engine->stats();
+        conn.send("DESC " + hex(engine->desc().pack()) + " " + hex(md->pack()));
       } else if (line == "STATS") {
-        conn.send(stats_line(**engine, base, cpu_seconds() - cpu0));
+        conn.send(stats_line(*engine, base, cpu_seconds() - cpu0));
       } else if (line == "BYE") {
         close(lfd);
         return 0;

@@ -1,4 +1,5 @@
 #include "ring/ring.h"
+#include "ring/tag.h"
 
 #include <sys/resource.h>
 
@@ -227,6 +228,76 @@ void Ring::reserve(unsigned n) noexcept {
     ++counters_.full_flushes;
     flush();
   }
+}
+
+namespace {
+
+void on_socket(io_uring_sqe* sqe, Socket s) noexcept {
+  if (s.file >= 0) {
+    sqe->fd = s.file;
+    sqe->flags |= IOSQE_FIXED_FILE;
+  }
+}
+
+}  // namespace
+
+void Ring::send(uint64_t tag, Socket s, const void* buf, size_t len, int flags) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_send(q, s.fd, buf, len, flags);
+  on_socket(q, s);
+}
+
+void Ring::sendmsg(uint64_t tag, Socket s, const msghdr* msg, int flags) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_sendmsg(q, s.fd, msg, static_cast<unsigned>(flags));
+  on_socket(q, s);
+}
+
+void Ring::sendmsg_zc(uint64_t tag, Socket s, const msghdr* msg, int flags) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_sendmsg_zc(q, s.fd, msg, static_cast<unsigned>(flags));
+  q->ioprio |= kSendZcReportUsage;
+  on_socket(q, s);
+}
+
+void Ring::send_header_then_zc_fixed(uint64_t head_tag, uint64_t zc_tag, Socket s,
+                                     const void* head, size_t head_len, const void* payload,
+                                     size_t len, unsigned buffer, int flags) noexcept {
+  reserve(2);
+  io_uring_sqe* h = sqe(head_tag);
+  io_uring_prep_send(h, s.fd, head, head_len, flags | MSG_MORE);
+  on_socket(h, s);
+  h->flags |= IOSQE_IO_LINK;
+  io_uring_sqe* z = sqe(zc_tag);
+  io_uring_prep_send_zc_fixed(z, s.fd, payload, len, flags, 0, buffer);
+  z->ioprio |= kSendZcReportUsage;
+  on_socket(z, s);
+}
+
+void Ring::recv(uint64_t tag, Socket s, void* buf, size_t len, int flags) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_recv(q, s.fd, buf, len, flags);
+  on_socket(q, s);
+}
+
+void Ring::recvmsg(uint64_t tag, Socket s, msghdr* msg, int flags) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_recvmsg(q, s.fd, msg, static_cast<unsigned>(flags));
+  on_socket(q, s);
+}
+
+void Ring::connect(uint64_t tag, Socket s, const sockaddr* addr, socklen_t len) noexcept {
+  io_uring_sqe* q = sqe(tag);
+  io_uring_prep_connect(q, s.fd, addr, len);
+  on_socket(q, s);
+}
+
+void Ring::accept(uint64_t tag, int listen_fd, int flags) noexcept {
+  io_uring_prep_accept(sqe(tag), listen_fd, nullptr, nullptr, flags);
+}
+
+void Ring::cancel_fd(int fd) noexcept {
+  io_uring_prep_cancel_fd(sqe(kTagIgnore), fd, IORING_ASYNC_CANCEL_ALL);
 }
 
 int Ring::install_file(int fd) noexcept {

@@ -20,6 +20,16 @@ namespace ringxfer::ring {
 inline constexpr unsigned kSendZcReportUsage = 1U << 3;    // IORING_SEND_ZC_REPORT_USAGE
 inline constexpr uint32_t kNotifUsageZcCopied = 1U << 31;  // IORING_NOTIF_USAGE_ZC_COPIED
 
+// CQE flags, for handlers that must not include liburing.
+inline constexpr uint32_t kCqeMore = IORING_CQE_F_MORE;    // another CQE of this op follows
+inline constexpr uint32_t kCqeNotif = IORING_CQE_F_NOTIF;  // a zero-copy notification
+
+// Where an operation's socket is: a registered-file slot (file >= 0) or a plain fd.
+struct Socket {
+  int fd = -1;
+  int file = -1;
+};
+
 struct RingOptions {
   unsigned entries = 256;  // SQ size; the CQ gets 4x (many sends finish with two CQEs)
   bool sqpoll = false;     // a kernel thread polls the SQ (costs a core)
@@ -98,6 +108,27 @@ class Ring {
       }
     }
   }
+
+  // Typed operations: the only code in ringxfer that builds SQEs. Each queues one SQE
+  // tagged `tag` (two for the linked send); the loop submits them once per turn. Buffers,
+  // iovecs and msghdrs must stay valid until the operation's final CQE.
+  void send(uint64_t tag, Socket s, const void* buf, size_t len, int flags) noexcept;
+  void sendmsg(uint64_t tag, Socket s, const msghdr* msg, int flags) noexcept;
+  // SENDMSG_ZC: a result CQE (kCqeMore set when a notification follows) and then a
+  // notification CQE (kCqeNotif) once the kernel no longer reads the buffers.
+  void sendmsg_zc(uint64_t tag, Socket s, const msghdr* msg, int flags) noexcept;
+  // A frame header by plain send (tag `head_tag`), linked to a SEND_ZC of `payload`
+  // from registered buffer `buffer` (tag `zc_tag`); both go to the kernel in one
+  // submission, so the link holds.
+  void send_header_then_zc_fixed(uint64_t head_tag, uint64_t zc_tag, Socket s, const void* head,
+                                 size_t head_len, const void* payload, size_t len,
+                                 unsigned buffer, int flags) noexcept;
+  void recv(uint64_t tag, Socket s, void* buf, size_t len, int flags) noexcept;
+  void recvmsg(uint64_t tag, Socket s, msghdr* msg, int flags) noexcept;
+  void connect(uint64_t tag, Socket s, const sockaddr* addr, socklen_t len) noexcept;
+  void accept(uint64_t tag, int listen_fd, int flags) noexcept;
+  // Cancels every operation on `fd`; its own completion is ignored.
+  void cancel_fd(int fd) noexcept;
 
   // Makes sure `n` SQEs can be taken without an intervening submit (submitting what is
   // queued when fewer are free), so that a linked chain goes to the kernel whole.

@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "transport/transport.h"
+#include "transport/tx_queue.h"
 #include "wire/codec.h"
 
 namespace ringxfer::transport::detail {
@@ -57,18 +58,6 @@ struct InOp {
   bool completion_sent = false;  // the completion frame was queued
 };
 
-// One frame to send: header and body bytes it owns, then payload it points to.
-struct SendItem {
-  std::vector<std::byte> frame;
-  std::vector<iovec> iov;  // iov[0] covers `frame`
-  size_t pos = 0;          // first iovec not fully sent
-  size_t off = 0;          // bytes of iov[pos] already sent
-  uint64_t payload = 0;    // payload bytes (counters)
-  bool zero_copy = false;
-  std::shared_ptr<OutOp> out;  // the transfer whose memory the payload is, if any
-  std::shared_ptr<InOp> in;
-};
-
 enum class ConnState : uint8_t { kConnecting, kHandshake, kReady, kClosing };
 // What the one receive in flight (or the next one) is for.
 enum class RxState : uint8_t { kFrame, kPayload, kDiscard, kParked };
@@ -88,11 +77,8 @@ struct Conn {
   int64_t since_ns = 0;
   std::string name;  // for messages: "control to decode-0", "data 3 from prefill-1"
 
-  // Send side: one send (or sendmsg) in flight at a time, covering tx_items items.
-  std::deque<SendItem> txq;
-  bool tx_busy = false;
-  size_t tx_items = 0;
-  std::vector<iovec> tx_iov;
+  // Send side: one send (or sendmsg) in flight at a time.
+  TxQueue tx;
   msghdr tx_msg{};
 
   // Receive side.

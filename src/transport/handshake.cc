@@ -1,0 +1,161 @@
+// Worker: the handshake (hello, hello ack, handing an accepted socket to its peer's
+// ring thread) and the listener.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+#include "transport/worker.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+// ---------------------------------------------------------------------------
+// Handshake
+
+void Worker::handle_hello(Conn* c, const wire::Hello& h) {
+  if (h.version_min > wire::kVersionMax || h.version_max < wire::kVersionMin) {
+    wire::HelloAck a;
+    a.status = static_cast<uint16_t>(absl::StatusCode::kFailedPrecondition);
+    a.key = t_->config.key;
+    const std::string msg =
+        absl::StrFormat("no common protocol version: peer speaks %d..%d, this engine %d..%d",
+                        h.version_min, h.version_max, wire::kVersionMin, wire::kVersionMax);
+    a.message = msg;
+    std::vector<std::byte> f =
+        encode_frame(wire::hello_ack_frame_bytes(a.key.size(), msg.size()),
+                     [&](wire::MutableByteSpan o) { return wire::encode_hello_ack(a, o); });
+    [[maybe_unused]] ssize_t sent = ::send(c->fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    close_conn(c, absl::FailedPreconditionError(msg), true);
+    return;
+  }
+  const std::string key(h.key);
+  Worker& owner = t_->worker_for(key);
+  // Hand the socket to the peer's worker (maybe this one) as a new connection; the
+  // handshake slot is released here. A post, even to this worker, so the slot is not
+  // reused while this handler chain still holds it.
+  const int fd = c->fd;
+  loop_->ring().remove_file(c->file);  // the new owner's ring registers it again
+  c->file = -1;
+  c->fd = -1;
+  released_.push_back(c->slot);
+  live_conns.fetch_sub(1, std::memory_order_relaxed);
+  owner.loop().post([&owner, fd, key, ch = h.channel, stripe = h.stripe, caps = h.capabilities] {
+    owner.adopt_inbound(fd, key, ch, stripe, caps);
+  });
+}
+
+void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, uint8_t stripe,
+                           uint64_t capabilities) {
+  reclaim();
+  if (stopping_) {
+    ::close(fd);
+    return;
+  }
+  Peer* p = peer(key, true);
+  Conn* c = new_conn(fd, false);
+  t_->counters.connections_opened.fetch_sub(1, std::memory_order_relaxed);  // counted at accept
+  c->peer = p;
+  c->channel = channel;
+  c->stripe = stripe;
+  c->buffered = channel == wire::ChannelKind::kControl;
+  c->name = channel == wire::ChannelKind::kControl
+                ? absl::StrFormat("control connection from %s", key)
+                : absl::StrFormat("data connection %d from %s", stripe, key);
+  // The newest connection for a (key, channel, stripe) wins: an older one is what a
+  // peer that reconnected left behind.
+  Conn* old = channel == wire::ChannelKind::kControl ? p->in_ctrl : p->in_data[stripe];
+  if (old != nullptr) {
+    close_conn(old, absl::UnavailableError("replaced by a newer connection from the same engine"));
+  }
+  if (channel == wire::ChannelKind::kControl) {
+    p->in_ctrl = c;
+  } else {
+    p->in_data[stripe] = c;
+  }
+  wire::HelloAck a;
+  a.key = t_->config.key;
+  a.capabilities = capabilities & (wire::kCapDataBatch | wire::kCapZeroCopy);
+  a.instance_id = t_->instance_id;
+  enqueue(c, frame_item(encode_frame(
+                 wire::hello_ack_frame_bytes(a.key.size(), 0),
+                 [&](wire::MutableByteSpan o) { return wire::encode_hello_ack(a, o); })));
+  c->state = ConnState::kReady;
+  pump_tx(c);
+  expect_frame(c);
+  arm_recv(c);
+}
+
+void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
+  if (a.status != 0) {
+    close_conn(c, status_from_wire(a.status, a.message));
+    return;
+  }
+  if (c->peer != nullptr && a.key != split_group(c->peer->key).first) {
+    close_conn(
+        c,
+        absl::FailedPreconditionError(absl::StrFormat(
+            "the engine at %s is %s, not %s", addr_string(c->peer->addr), a.key, c->peer->key)),
+        false);
+    return;
+  }
+  c->state = ConnState::kReady;
+}
+
+
+// ---------------------------------------------------------------------------
+// Listener
+
+void Worker::start_listening(int fd) {
+  listen_fd_ = fd;
+  arm_accept();
+}
+
+void Worker::arm_accept() {
+  if (listen_fd_ < 0 || stopping_) {
+    return;
+  }
+  loop_->ring().accept(ring::Tag{kKindListen, 0, 0, 0}.pack(), listen_fd_, SOCK_CLOEXEC);
+}
+
+void Worker::on_accept(int32_t res) {
+  if (stopping_) {
+    if (res >= 0) {
+      ::close(res);
+    }
+    return;
+  }
+  if (res >= 0) {
+    apply_socket_options(res);
+    Conn* c = new_conn(res, false);
+    c->state = ConnState::kHandshake;
+    c->name = "an accepted connection";
+    expect_frame(c);
+    c->rx_want = kDataPrefixBytes;  // a hello is at least this long
+    arm_recv(c);
+  } else if (res != -ECANCELED) {
+    RX_LOG(kWarn, "accept failed: %s", base::errno_to_status(-res, "accept").ToString());
+  }
+  if (res != -ECANCELED) {
+    arm_accept();
+  }
+}
+
+
+}  // namespace ringxfer::transport

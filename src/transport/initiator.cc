@@ -1,0 +1,147 @@
+// Worker: transfers this engine initiates: start, admission, completions.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+#include "transport/worker.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+// ---------------------------------------------------------------------------
+// Transfers: initiator side
+
+void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
+  reclaim();
+  t_->counters.transfers_initiated.fetch_add(1, std::memory_order_relaxed);
+  Peer* p = peer(key, false);
+  if (stopping_ || p == nullptr || !p->has_addr) {
+    op->finished = true;
+    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    std::move(op->done)(stopping_ ? absl::UnavailableError("the engine is shutting down")
+                                  : absl::NotFoundError(absl::StrFormat(
+                                        "remote engine %s is not registered", key)));
+    return;
+  }
+  op->deadline_ns = now_ns() + t_->config.timeout_ns;
+  op->peer = p;
+  if (p->out_ops.size() >= kOutboundOpsMaxPerPeer) {
+    p->backlog.push_back(std::move(op));
+    return;
+  }
+  launch(p, std::move(op));
+}
+
+void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
+  if (p->out_ops.contains(op->id)) {
+    op->finished = true;
+    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    std::move(op->done)(absl::AlreadyExistsError(
+        absl::StrFormat("transfer id %d is already in flight to %s", op->id, p->key)));
+    return;
+  }
+  open_outbound(p);
+  if (p->out_ctrl == nullptr) {
+    op->finished = true;
+    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    std::move(op->done)(absl::UnavailableError(absl::StrFormat("cannot connect to %s", p->key)));
+    return;
+  }
+  p->out_ops.emplace(op->id, op);
+  std::vector<wire::Segment> segs;
+  segs.reserve(op->pieces.size());
+  for (const Piece& pc : op->pieces) {
+    segs.push_back(wire::Segment{pc.remote_id, pc.remote_offset, pc.length});
+  }
+  enqueue(p->out_ctrl, frame_item(encode_frame(
+                           wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
+                             return wire::encode_request(op->kind, op->id, segs, o, op->parts);
+                           })));
+  if (op->kind == wire::OpKind::kWrite) {
+    std::vector<iovec> local;
+    local.reserve(op->pieces.size());
+    for (const Piece& pc : op->pieces) {
+      local.push_back(iovec{pc.local, pc.length});
+    }
+    send_data(p, true, op, nullptr, local, op->id);
+  }
+  pump_tx(p->out_ctrl);
+}
+
+void Worker::fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why) {
+  if (op->finished || op->failed) {
+    return;
+  }
+  op->failed = true;
+  op->result = why;
+  if (why.code() == absl::StatusCode::kDeadlineExceeded) {
+    t_->counters.timeouts.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
+  if (op->finished || op->pending > 0 || p == nullptr) {
+    return;
+  }
+  if (!op->failed) {
+    if (!op->remote_done) {
+      return;
+    }
+    if (op->kind == wire::OpKind::kRead && op->result.ok() && op->received < op->total) {
+      return;
+    }
+  }
+  op->finished = true;
+  auto it = p->out_ops.find(op->id);
+  if (it != p->out_ops.end() && it->second == op) {
+    p->out_ops.erase(it);
+  }
+  if (!op->result.ok()) {
+    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::move(op->done)(op->result);
+  while (!p->backlog.empty() && p->out_ops.size() < kOutboundOpsMaxPerPeer && !stopping_) {
+    std::shared_ptr<OutOp> next = std::move(p->backlog.front());
+    p->backlog.pop_front();
+    launch(p, std::move(next));
+  }
+}
+
+void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
+  Peer* p = c->peer;
+  auto it = p->out_ops.find(cmp.transfer_id);
+  if (it == p->out_ops.end()) {
+    return;  // it timed out or failed already
+  }
+  std::shared_ptr<OutOp> op = it->second;
+  if (op->kind != cmp.op) {
+    close_conn(c, absl::DataLossError("completion for the wrong kind of transfer"), true);
+    return;
+  }
+  op->remote_done = true;
+  if (!op->failed && cmp.status != 0) {
+    op->result =
+        status_from_wire(cmp.status, absl::StrFormat("%s (reported by %s)", cmp.message, p->key));
+  }
+  maybe_finish(p, op);
+}
+
+
+}  // namespace ringxfer::transport

@@ -1,0 +1,165 @@
+// Worker: deadlines (the tick), shutdown, and what is left after the loop stopped.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+#include "transport/worker.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+// ---------------------------------------------------------------------------
+// Timeouts
+
+void Worker::tick() {
+  reclaim();
+  const int64_t now = now_ns();
+  const int64_t timeout = t_->config.timeout_ns;
+  const int64_t timeout_ms = timeout / 1'000'000;
+  for (Conn* c : [&] {
+         std::vector<Conn*> v;
+         for (auto& up : conns_) {
+           if (up != nullptr && up->fd >= 0 && up->state != ConnState::kClosing) {
+             v.push_back(up.get());
+           }
+         }
+         return v;
+       }()) {
+    if (c->state == ConnState::kClosing) {
+      continue;
+    }
+    if ((c->state == ConnState::kConnecting || c->state == ConnState::kHandshake) &&
+        now - c->since_ns > timeout) {
+      close_conn(
+          c, absl::DeadlineExceededError(absl::StrFormat("no handshake within %d ms", timeout_ms)));
+    } else if (c->rx == RxState::kParked && now - c->since_ns > timeout) {
+      close_conn(c,
+                 absl::DataLossError(absl::StrFormat(
+                     "data for transfer %d whose request never came", c->parked_id)),
+                 true);
+    }
+  }
+  for (auto& [key, up] : peers_) {
+    Peer* p = up.get();
+    std::vector<std::shared_ptr<OutOp>> late;
+    for (auto& [id, op] : p->out_ops) {
+      if (!op->failed && now > op->deadline_ns) {
+        late.push_back(op);
+      }
+    }
+    for (auto& op : p->backlog) {
+      if (!op->failed && now > op->deadline_ns) {
+        late.push_back(op);
+      }
+    }
+    bool stuck = false;
+    for (auto& op : late) {
+      fail_op(op, absl::DeadlineExceededError(absl::StrFormat(
+                      "transfer %d to %s did not finish within %d ms", op->id, key, timeout_ms)));
+      stuck |= op->pending > 0;
+    }
+    if (stuck) {
+      // Its memory is still in the kernel's hands on a path that stopped moving: close
+      // the connections so those operations end, and the transfer with them.
+      fail_outbound(p, absl::UnavailableError(absl::StrFormat(
+                           "closed after a transfer to %s timed out with data in flight", key)));
+    } else if (!late.empty() && path_stalled(p, static_cast<uint32_t>(timeout_ms / 2))) {
+      // The late transfers' requests went out but nothing is acknowledged any more: the
+      // path is down (a black hole, a dead link). Close now, so that the next transfer
+      // opens new connections instead of queueing behind data the kernel will give up
+      // on (TCP_USER_TIMEOUT) a moment later.
+      fail_outbound(p, absl::UnavailableError(absl::StrFormat(
+                           "closed after a transfer to %s timed out: nothing acknowledged "
+                           "for %d ms",
+                           key, timeout_ms / 2)));
+    }
+    std::erase_if(p->backlog, [](const std::shared_ptr<OutOp>& op) {
+      if (op->failed && !op->finished) {
+        op->finished = true;
+        std::move(op->done)(op->result);
+        return true;
+      }
+      return false;
+    });
+    for (auto& op : late) {
+      maybe_finish(p, op);
+    }
+    std::vector<std::shared_ptr<InOp>> expired;
+    for (auto& [id, in] : p->in_ops) {
+      if (now > in->deadline_ns && !in->reported) {
+        expired.push_back(in);
+      }
+    }
+    for (auto& in : expired) {
+      report_inbound(
+          p, *in,
+          absl::DeadlineExceededError(absl::StrFormat(
+              "transfer %d from %s did not finish within %d ms", in->id, key, timeout_ms)));
+    }
+  }
+}
+
+void Worker::shutdown() {
+  reclaim();
+  stopping_ = true;
+  if (listen_fd_ >= 0) {
+    loop_->ring().cancel_fd(listen_fd_);
+  }
+  const absl::Status why = absl::UnavailableError("the engine is shutting down");
+  for (auto& [key, p] : peers_) {
+    fail_outbound(p.get(), why);
+    fail_inbound(p.get(), why);
+  }
+  for (auto& up : conns_) {
+    if (up != nullptr && up->fd >= 0) {
+      close_conn(up.get(), why);
+    }
+  }
+}
+
+void Worker::abandon() {
+  // The loop has stopped: nothing runs on the kernel's behalf any more.
+  for (auto& [key, p] : peers_) {
+    for (auto& [id, op] : p->out_ops) {
+      if (!op->finished) {
+        op->finished = true;
+        std::move(op->done)(absl::UnavailableError("the engine is shutting down"));
+      }
+    }
+    p->out_ops.clear();
+    for (auto& op : p->backlog) {
+      if (!op->finished) {
+        op->finished = true;
+        std::move(op->done)(absl::UnavailableError("the engine is shutting down"));
+      }
+    }
+    p->backlog.clear();
+  }
+  for (auto& up : conns_) {
+    if (up != nullptr && up->fd >= 0) {
+      ::close(up->fd);  // the registered-file table lets go when the ring is destroyed
+      up->fd = -1;
+      up->file = -1;
+    }
+  }
+}
+
+
+}  // namespace ringxfer::transport

@@ -1,0 +1,271 @@
+// Worker: the send path: gathering queued frames into one send per connection,
+// zero-copy sends and their notifications, fixed buffers, completions.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+#include "transport/worker.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+// ---------------------------------------------------------------------------
+// Send path
+
+SendItem Worker::frame_item(std::vector<std::byte> frame) {
+  SendItem item;
+  item.frame = std::move(frame);
+  item.iov.push_back(iovec{item.frame.data(), item.frame.size()});
+  return item;
+}
+
+void Worker::enqueue(Conn* c, SendItem item) {
+  // The iovec of the frame points into the item's own vector, which a move keeps.
+  c->tx.push(std::move(item));
+}
+
+void Worker::pump_tx(Conn* c) {
+  if (c->tx.busy() || c->tx.empty() || c->state == ConnState::kConnecting ||
+      c->state == ConnState::kClosing) {
+    return;
+  }
+  SendItem& first = c->tx.front();
+  // Zero-copy from memory that is not a registered buffer pins pages per send, charged
+  // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
+  // A zero-copy frame (header, payload) not yet started whose payload lies in a
+  // registered buffer goes from that buffer (below); this is its slot, or -1.
+  const bool zc_wanted = first.zero_copy && loop_->features().send_zc;
+  const int fixed =
+      zc_wanted && first.pos == 0 && first.iov.size() == 2 ? fixed_buffer_for(first.iov[1]) : -1;
+  const bool zc = zc_wanted && (fixed >= 0 || !zc_pins_refused_);
+  // Whole items go together; a zero-copy item goes alone, with its own notification.
+  const TxQueue::Send send = c->tx.gather(zc);
+  const std::span<iovec> iov = send.iov;
+  c->tx_msg = msghdr{};
+  c->tx_msg.msg_iov = iov.data();
+  c->tx_msg.msg_iovlen = iov.size();
+  ++c->inflight;
+  if (zc) {
+    uint32_t slot;
+    if (!zc_free_.empty()) {
+      slot = zc_free_.back();
+      zc_free_.pop_back();
+    } else {
+      slot = static_cast<uint32_t>(zc_.size());
+      zc_.emplace_back();
+    }
+    ZcSlot& z = zc_[slot];
+    z.conn_slot = c->slot;
+    z.conn_gen = c->gen;
+    z.result_seen = false;
+    z.out = first.out;
+    z.in = first.in;
+    if (first.pos == 0) {
+      z.frame = first.frame;
+      iov[0].iov_base = z.frame.data() + first.off;
+    }
+    // The notification keeps the transfer's memory busy until the kernel lets go.
+    if (z.out) {
+      ++z.out->pending;
+    }
+    if (z.in) {
+      ++z.in->pending;
+    }
+    z.head_bytes = 0;
+    ring::Ring& ring = loop_->ring();
+    const uint64_t zc_tag = ring::Tag{kKindZc, 0, 0, slot}.pack();
+    if (fixed >= 0) {
+      // The payload lies in a registered buffer: the header goes first by a plain send
+      // linked to a SEND_ZC from that buffer, which pins no pages per send.
+      ++c->inflight;
+      z.head_bytes = c->tx_head_bytes = static_cast<uint32_t>(iov[0].iov_len);
+      ring.send_header_then_zc_fixed(tag(c, kOpSendHead), zc_tag, sock(c), iov[0].iov_base,
+                                     iov[0].iov_len, iov[1].iov_base,
+                                     iov[1].iov_len, static_cast<unsigned>(fixed),
+                                     MSG_NOSIGNAL | MSG_WAITALL);
+      t_->counters.zerocopy_fixed_sends.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      ring.sendmsg_zc(zc_tag, sock(c), &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+    }
+    t_->counters.zerocopy_sends.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    loop_->ring().sendmsg(tag(c, kOpSend), sock(c), &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+  }
+}
+
+int Worker::fixed_buffer_for(const iovec& v) const {
+  // The registered buffer starting at or before v, if v lies wholly inside it.
+  const auto at = reinterpret_cast<uintptr_t>(v.iov_base);
+  auto it = fixed_.upper_bound(at);
+  if (it == fixed_.begin()) {
+    return -1;
+  }
+  --it;
+  const uint64_t off = at - it->first;
+  return off <= it->second.len && v.iov_len <= it->second.len - off ? it->second.slot : -1;
+}
+
+void Worker::add_fixed_buffer(std::byte* base, uint64_t len) {
+  const auto key = reinterpret_cast<uintptr_t>(base);
+  if (fixed_.contains(key)) {
+    return;
+  }
+  absl::StatusOr<int> slot = loop_->ring().install_buffer(base, len);
+  if (!slot.ok()) {
+    t_->counters.fixed_buffer_fallbacks.fetch_add(1, std::memory_order_relaxed);
+    if (!t_->fixed_fallback_logged.exchange(true)) {
+      RX_LOG(kInfo,
+             "zero-copy sends from %d bytes at %p use plain (not registered) buffers: %s "
+             "(said once per engine)",
+             len, static_cast<void*>(base), slot.status().message());
+    }
+    return;
+  }
+  fixed_.emplace(key, FixedBuffer{*slot, len});
+  t_->counters.fixed_buffers.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::remove_fixed_buffer(std::byte* base) {
+  auto it = fixed_.find(reinterpret_cast<uintptr_t>(base));
+  if (it == fixed_.end()) {
+    return;
+  }
+  loop_->ring().remove_buffer(it->second.slot);
+  fixed_.erase(it);
+  t_->counters.fixed_buffers.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
+  if (slot >= zc_.size()) {
+    return;
+  }
+  if (!zc_[slot].result_seen && (flags & ring::kCqeNotif) == 0) {
+    zc_[slot].result_seen = true;
+    const bool more = (flags & ring::kCqeMore) != 0;
+    const uint32_t cs = zc_[slot].conn_slot;
+    const uint16_t cg = zc_[slot].conn_gen;
+    if (cs < conns_.size()) {
+      Conn* c = conns_[cs].get();
+      if (c != nullptr && c->gen == cg && c->fd >= 0) {
+        --c->inflight;
+        // A fixed-buffer send reports its payload; its header went just before.
+        const int32_t sent = res >= 0 ? res + static_cast<int32_t>(zc_[slot].head_bytes) : res;
+        on_send(c, sent, true);  // may queue more zero-copy sends: zc_ may grow
+        maybe_release(c);
+      }
+    }
+    if (more) {
+      return;  // the notification follows
+    }
+  } else if ((static_cast<uint32_t>(res) & ring::kNotifUsageZcCopied) != 0) {
+    t_->counters.zerocopy_copied.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The kernel no longer references the buffer.
+  std::shared_ptr<OutOp> out = std::move(zc_[slot].out);
+  std::shared_ptr<InOp> in = std::move(zc_[slot].in);
+  zc_[slot].frame.clear();
+  zc_free_.push_back(slot);
+  if (out) {
+    --out->pending;
+    maybe_finish(out->peer, out);
+  }
+  if (in) {
+    --in->pending;
+    maybe_finish_in(in->peer, in);
+  }
+}
+
+void Worker::on_send(Conn* c, int32_t res, bool zero_copy) {
+  if (c->state == ConnState::kClosing) {
+    // What it carried is failed when the connection is released.
+    c->tx.cancel_inflight();
+    return;
+  }
+  if (res == -ENOMEM && zero_copy) {
+    // The pages a zero-copy send pins are charged to RLIMIT_MEMLOCK (without
+    // CAP_IPC_LOCK; 8 MiB for users here) before anything is sent: send them by copy.
+    c->tx.cancel_inflight();
+    t_->counters.zerocopy_refused.fetch_add(1, std::memory_order_relaxed);
+    if (!zc_pins_refused_) {
+      zc_pins_refused_ = true;
+      RX_LOG(kInfo,
+             "ring %d: the kernel refused to pin pages for a zero-copy send (RLIMIT_MEMLOCK, "
+             "ulimit -l); sends from memory that is not a registered buffer are copied from now",
+             index_);
+    }
+    pump_tx(c);
+    return;
+  }
+  if (res < 0) {
+    c->tx.cancel_inflight();
+    close_conn(c, base::errno_to_status(-res, "send"));
+    return;
+  }
+  if (static_cast<size_t>(res) < c->tx.inflight_bytes()) {
+    t_->counters.short_sends.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The queue retires what this send finished before any of it is handled: handling an
+  // item may queue frames on this connection and start its next send.
+  std::vector<SendItem> retired;
+  c->tx.complete(static_cast<size_t>(res), retired);
+  for (SendItem& item : retired) {
+    t_->counters.bytes_sent.fetch_add(item.payload, std::memory_order_relaxed);
+    item_done(item, true);
+  }
+  pump_tx(c);
+}
+
+void Worker::item_done(SendItem& item, bool ok) {
+  if (item.out) {
+    std::shared_ptr<OutOp> op = std::move(item.out);
+    --op->pending;
+    if (!ok) {
+      fail_op(op, absl::UnavailableError("the connection closed before the data was sent"));
+    }
+    maybe_finish(op->peer, op);
+  }
+  if (item.in) {
+    std::shared_ptr<InOp> in = std::move(item.in);
+    --in->pending;
+    if (!ok && in->status.ok()) {
+      in->status = absl::UnavailableError("the connection closed before the data was sent");
+    }
+    maybe_finish_in(in->peer, in);
+  }
+}
+
+void Worker::queue_completion(Conn* c, uint64_t id, wire::OpKind op, const absl::Status& st) {
+  if (c == nullptr) {
+    return;
+  }
+  wire::Completion cmp;
+  cmp.transfer_id = id;
+  cmp.op = op;
+  cmp.status = static_cast<uint16_t>(st.code());
+  const std::string message(st.message().substr(0, wire::kMessageBytesMax));
+  cmp.message = message;
+  enqueue(c, frame_item(encode_frame(
+                 wire::completion_frame_bytes(message.size()),
+                 [&](wire::MutableByteSpan o) { return wire::encode_completion(cmp, o); })));
+  pump_tx(c);
+}
+
+
+}  // namespace ringxfer::transport

@@ -1,0 +1,152 @@
+// Worker: slots of connections and the dispatch of completions by tag.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "base/errno_status.h"
+#include "base/log.h"
+#include "transport/worker.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+// ---------------------------------------------------------------------------
+// Worker: slots
+
+absl::Status Worker::start(const ring::RingOptions& options, int cpu) {
+  absl::StatusOr<std::unique_ptr<ring::EventLoop>> loop =
+      ring::EventLoop::start(options, absl::StrFormat("rx-ring-%d", index_), cpu);
+  if (!loop.ok()) {
+    return loop.status();
+  }
+  loop_ = std::move(*loop);
+  loop_->call([this] {
+    loop_->set_handler(kKindConn, this);
+    loop_->set_handler(kKindListen, this);
+    loop_->set_handler(kKindZc, this);
+    const int64_t period = std::clamp<int64_t>(t_->config.timeout_ns / 20, 1'000'000, 50'000'000);
+    loop_->set_tick([this] { tick(); }, period);
+  });
+  return absl::OkStatus();
+}
+
+Conn* Worker::new_conn(int fd, bool outbound) {
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(conns_.size());
+    conns_.push_back(nullptr);
+  }
+  uint16_t gen = 1;
+  if (conns_[slot] != nullptr) {
+    gen = static_cast<uint16_t>(conns_[slot]->gen + 1);
+  }
+  conns_[slot] = std::make_unique<Conn>();
+  Conn* c = conns_[slot].get();
+  c->slot = slot;
+  c->gen = gen;
+  c->fd = fd;
+  c->file = loop_->ring().install_file(fd);
+  c->outbound = outbound;
+  c->since_ns = now_ns();
+  live_conns.fetch_add(1, std::memory_order_relaxed);
+  t_->counters.connections_opened.fetch_add(1, std::memory_order_relaxed);
+  return c;
+}
+
+Conn* Worker::conn_at(ring::Tag tag) {
+  if (tag.slot >= conns_.size()) {
+    return nullptr;
+  }
+  Conn* c = conns_[tag.slot].get();
+  if (c == nullptr || c->gen != tag.generation || c->fd < 0) {
+    return nullptr;  // a stale completion of a connection that is gone
+  }
+  return c;
+}
+
+void Worker::free_conn(Conn* c) {
+  // Keep the object (its generation) until the slot is reused; mark it dead.
+  if (c->fd >= 0) {
+    loop_->ring().remove_file(c->file);  // the table holds the socket open, too
+    c->file = -1;
+    ::close(c->fd);
+    c->fd = -1;
+  }
+  c->rx_out.reset();
+  c->rx_in.reset();
+  released_.push_back(c->slot);
+  live_conns.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// Completion dispatch
+
+void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
+  reclaim();
+  if (tg.kind == kKindListen) {
+    on_accept(res);
+    return;
+  }
+  if (tg.kind == kKindZc) {
+    on_zc(tg.slot, res, flags);
+    return;
+  }
+  Conn* c = conn_at(tg);
+  if (c == nullptr) {
+    return;
+  }
+  --c->inflight;
+  switch (tg.op) {
+    case kOpConnect:
+      if (c->state == ConnState::kClosing) {
+        break;
+      }
+      if (res < 0) {
+        close_conn(c, base::errno_to_status(
+                          -res, absl::StrFormat("connect to %s", addr_string(c->peer->addr))));
+        break;
+      }
+      c->state = ConnState::kHandshake;
+      c->since_ns = now_ns();
+      pump_tx(c);
+      arm_recv(c);
+      break;
+    case kOpSend:
+      on_send(c, res, false);
+      break;
+    case kOpSendHead:
+      // The linked payload send reports the frame; only a failed header matters here
+      // (the payload then completes with -ECANCELED).
+      if (res < 0 || static_cast<uint32_t>(res) != c->tx_head_bytes) {
+        close_conn(c, base::errno_to_status(res < 0 ? -res : EPIPE, "send (frame header)"));
+      }
+      break;
+    case kOpRecv:
+      on_recv(c, res);
+      break;
+    default:
+      break;
+  }
+  maybe_release(c);
+}
+
+
+}  // namespace ringxfer::transport

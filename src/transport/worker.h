@@ -1,0 +1,281 @@
+// transport::Worker: one ring thread and everything it owns (connections, the peers
+// placed on it, and on worker 0 the listening socket), and Transport::Impl, which holds
+// the workers. Private to src/transport; its methods are defined by role in worker.cc
+// (slots, dispatch), connection.cc, send_path.cc, recv_path.cc, handshake.cc,
+// initiator.cc, striping.cc, target.cc and lifecycle.cc.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "base/check.h"
+#include "ring/event_loop.h"
+#include "transport/internal.h"
+#include "transport/transport.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport {
+
+using detail::Conn;
+using detail::ConnState;
+using detail::InOp;
+using detail::OutOp;
+using detail::Peer;
+using detail::RxState;
+using detail::SendItem;
+
+namespace detail {
+
+// Tag kinds and operations of this layer.
+constexpr uint8_t kKindConn = 1;
+constexpr uint8_t kKindListen = 2;
+constexpr uint8_t kKindZc = 3;
+constexpr uint8_t kOpConnect = 1;
+constexpr uint8_t kOpSend = 2;
+constexpr uint8_t kOpRecv = 3;
+constexpr uint8_t kOpSendHead = 4;  // a frame header linked before its fixed-buffer payload
+
+constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
+constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
+constexpr size_t kScratchBytes = 64 * 1024;
+constexpr uint64_t kChunksPerLane = 2;
+constexpr uint64_t kChunkBytesMax = 64 << 20;
+// Every frame is at least this long, so the first receive of a frame asks for this
+// much and often gets the whole header and body in one go.
+constexpr size_t kCtrlPrefixBytes = 40;  // the smallest completion
+constexpr size_t kDataPrefixBytes = 48;  // a data frame's header and body
+// A control connection's receive buffer: the largest frame (header and body) plus room
+// to read ahead.
+constexpr size_t kCtrlBufferBytes = wire::kHeaderBytes + wire::kBodyBytesMax + 64 * 1024;
+
+inline int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+inline std::string addr_string(const sockaddr_storage& a) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (a.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    port = ntohs(in->sin_port);
+    return absl::StrFormat("%s:%d", host, port);
+  }
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
+  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+  port = ntohs(in6->sin6_port);
+  return absl::StrFormat("[%s]:%d", host, port);
+}
+
+// Splits "base<sep>g" into its engine key and its group suffix (with the separator);
+// a key without a group suffix is all base.
+inline std::pair<std::string_view, std::string_view> split_group(std::string_view key) {
+  const size_t sep = key.rfind(kGroupSeparator);
+  if (sep == std::string_view::npos || sep + 1 == key.size() || key.size() - sep > 3) {
+    return {key, {}};
+  }
+  for (size_t i = sep + 1; i < key.size(); ++i) {
+    if (key[i] < '0' || key[i] > '9') {
+      return {key, {}};
+    }
+  }
+  return {key.substr(0, sep), key.substr(sep)};
+}
+
+inline absl::Status status_from_wire(uint16_t code, std::string_view message) {
+  return absl::Status(static_cast<absl::StatusCode>(code),
+                      absl::string_view(message.data(), message.size()));
+}
+
+// `fn(span)` encodes the frame into `size` bytes (a template: no std::function per frame).
+template <typename EncodeFn>
+std::vector<std::byte> encode_frame(size_t size, EncodeFn&& fn) {
+  std::vector<std::byte> out(size);
+  wire::Result<size_t> n = fn(out);
+  RX_CHECK_MSG(n.ok() && *n == size, "encoding a frame this transport built must succeed");
+  return out;
+}
+
+
+}  // namespace detail
+
+using namespace detail;  // NOLINT: the transport's own internals
+
+
+// One ring thread and everything it owns: connections, peers placed on it, and (on
+// worker 0) the listening socket.
+class Worker final : public ring::CompletionHandler {
+ public:
+  Worker(Transport::Impl* t, int index) : t_(t), index_(index) {}
+
+  absl::Status start(const ring::RingOptions& options, int cpu);
+  ring::EventLoop& loop() { return *loop_; }
+
+  void on_completion(ring::Tag tag, int32_t res, uint32_t flags) noexcept override;
+
+  // Loop-thread entry points, reached through loop().post().
+  void start_listening(int fd);
+  void add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t len);
+  void remove_peer(const std::string& key);
+  void start_op(const std::string& key, std::shared_ptr<OutOp> op);
+  void adopt_inbound(int fd, std::string key, wire::ChannelKind channel, uint8_t stripe,
+                     uint64_t capabilities);
+  void shutdown();
+  void stop_loop() { loop_->stop(); }
+  // Registered memory as io_uring fixed buffers (zero-copy sends from it).
+  void add_fixed_buffer(std::byte* base, uint64_t len);
+  void remove_fixed_buffer(std::byte* base);
+  // After the loop has stopped: fail what is left without touching the kernel.
+  void abandon();
+
+  std::atomic<int> live_conns{0};
+
+ private:
+  // Slots.
+  Conn* new_conn(int fd, bool outbound);
+  // Slots freed during a handler chain are reused only from the next top-level entry,
+  // so no Conn is destroyed while a caller up the stack still points at it.
+  void reclaim() {
+    free_slots_.insert(free_slots_.end(), released_.begin(), released_.end());
+    released_.clear();
+  }
+  Conn* conn_at(ring::Tag tag);
+  uint64_t tag(const Conn* c, uint8_t op) const {
+    return ring::Tag{kKindConn, op, c->gen, c->slot}.pack();
+  }
+  static ring::Socket sock(const Conn* c) { return ring::Socket{c->fd, c->file}; }
+  void free_conn(Conn* c);
+
+  // Peers and connections.
+  Peer* peer(const std::string& key, bool create);
+  void open_outbound(Peer* p);
+  Conn* connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe);
+  void apply_socket_options(int fd);
+  void close_conn(Conn* c, const absl::Status& why, bool hostile = false);
+  void maybe_release(Conn* c);
+  void fail_outbound(Peer* p, const absl::Status& why);
+  // Whether a connection to `p` has unacknowledged bytes and no ACK for `quiet_ms`.
+  bool path_stalled(const Peer* p, uint32_t quiet_ms) const;
+  void fail_inbound(Peer* p, const absl::Status& why);
+
+  // Send path.
+  void enqueue(Conn* c, SendItem item);
+  void pump_tx(Conn* c);
+  void on_send(Conn* c, int32_t res, bool zero_copy);
+  void item_done(SendItem& item, bool ok);
+  void on_zc(uint32_t slot, int32_t res, uint32_t flags);
+  // The registered-buffer slot that holds all of `v`, or -1.
+  int fixed_buffer_for(const iovec& v) const;
+  SendItem frame_item(std::vector<std::byte> frame);
+  void queue_completion(Conn* c, uint64_t id, wire::OpKind op, const absl::Status& st);
+
+  // Receive path.
+  void arm_recv(Conn* c);
+  void parse_buffered(Conn* c);
+  void consume_buffered(Conn* c);
+  void on_recv(Conn* c, int32_t res);
+  void on_frame(Conn* c);
+  void expect_frame(Conn* c);
+  void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
+  void start_discard(Conn* c, uint64_t bytes);
+  // Takes the payload bytes already buffered, then receives the rest (or finishes).
+  void receive_payload(Conn* c);
+  void on_payload_done(Conn* c);
+  void handle_hello(Conn* c, const wire::Hello& h);
+  void handle_hello_ack(Conn* c, const wire::HelloAck& a);
+  void handle_request(Conn* c, const wire::Request& r);
+  void handle_completion(Conn* c, const wire::Completion& cmp);
+  void handle_data(Conn* c, const wire::DataHeader& d);
+  void handle_batch(Conn* c, const wire::DataBatch& b);
+  void unpark(Peer* p);
+
+  // Transfers.
+  void launch(Peer* p, std::shared_ptr<OutOp> op);
+  void fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why);
+  void maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op);
+  void serve_read(Peer* p, const std::shared_ptr<InOp>& in);
+  void maybe_finish_in(Peer* p, const std::shared_ptr<InOp>& in);
+  void report_inbound(Peer* p, InOp& in, const absl::Status& st);
+  void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
+                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id);
+
+  // Listener.
+  void arm_accept();
+  void on_accept(int32_t res);
+
+  void tick();
+
+  Transport::Impl* t_;
+  int index_;
+  std::unique_ptr<ring::EventLoop> loop_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<uint32_t> released_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Peer>> peers_;
+  int listen_fd_ = -1;
+  bool stopping_ = false;
+
+  // Zero-copy sends: their CQEs carry a slot here, since a notification can come
+  // after the connection moved on to later sends.
+  struct ZcSlot {
+    uint32_t conn_slot = 0;
+    uint16_t conn_gen = 0;
+    bool result_seen = false;
+    uint32_t head_bytes = 0;  // sent by a linked header SQE (fixed-buffer sends)
+    std::shared_ptr<OutOp> out;
+    std::shared_ptr<InOp> in;
+    // The kernel reads the frame header from here, not from the send item, which
+    // may be gone before the notification comes.
+    std::vector<std::byte> frame;
+  };
+  std::vector<ZcSlot> zc_;
+  std::vector<uint32_t> zc_free_;
+
+  // Registered memory in this ring's buffer table, by base address.
+  struct FixedBuffer {
+    int slot = -1;
+    uint64_t len = 0;
+  };
+  std::map<uintptr_t, FixedBuffer> fixed_;
+  bool zc_pins_refused_ = false;  // a plain zero-copy send got ENOMEM (memlock)
+};
+
+class Transport::Impl {
+ public:
+  Config config;
+  const memory::Registry* registry = nullptr;
+  InboundFn inbound;
+  Counters counters;
+  std::vector<std::unique_ptr<Worker>> workers;
+  uint16_t port = 0;
+  int listen_fd = -1;
+  uint64_t instance_id = 0;
+  std::atomic<bool> fixed_fallback_logged{false};
+
+  Worker& worker_for(const std::string& key) {
+    // "base<sep>g": lane group g of engine `base` goes g ring threads after the base's.
+    const auto [base, suffix] = split_group(key);
+    const size_t group = suffix.empty() ? 0 : std::stoul(std::string(suffix.substr(1)));
+    return *workers[(std::hash<std::string_view>{}(base) + group) % workers.size()];
+  }
+  uint64_t inline_limit() const {
+    return std::min<uint64_t>(config.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);
+  }
+  // Runs fn(worker) on each ring thread and waits for it (see add_fixed_buffer).
+  void on_every_worker(const std::function<void(Worker&)>& fn);
+};
+
+}  // namespace ringxfer::transport

@@ -1,0 +1,235 @@
+// Regression tests for the failures of issue 10, through the public API: concurrent
+// reads right after two engines meet, deregistration while a peer streams into (or
+// reads from) a region, teardown with transfers in flight, fork().
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ringxfer/ringxfer.h"
+
+namespace ringxfer {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+void fill_pattern(uint8_t* p, size_t n, uint32_t seed) {
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1103515245u + 12345u;
+    p[i] = static_cast<uint8_t>(x >> 16);
+  }
+}
+
+StatusHandle must(absl::StatusOr<StatusHandle> s) {
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : nullptr;
+}
+
+// Issue 10, 1: a fresh initiator issues 8 reads of 128 KiB at once to a target with two
+// ring threads and two data connections. The target's send path once re-entered itself
+// from a send completion: frames went out twice, once from freed memory, and the
+// initiator closed its connections as hostile.
+TEST(Regression, FreshInitiatorsReadConcurrentlyFromOneTarget) {
+  EngineConfig cfg;
+  cfg.rings = 2;
+  cfg.stripes = 2;
+  cfg.stripe_threshold_bytes = 65536;
+  auto target = Engine::create("target", cfg);
+  ASSERT_TRUE(target.ok()) << target.status();
+  constexpr size_t kRead = 128 << 10;
+  constexpr int kReads = 8;
+  std::vector<uint8_t> src(kRead * kReads);
+  fill_pattern(src.data(), src.size(), 11);
+  MemoryDesc ms = *(*target)->register_memory(src.data(), src.size());
+  int failed = 0;
+  for (int round = 0; round < 40; ++round) {
+    SCOPED_TRACE("initiator " + std::to_string(round));
+    auto init = Engine::create("init-" + std::to_string(round), cfg);
+    ASSERT_TRUE(init.ok()) << init.status();
+    ASSERT_TRUE((*init)->register_remote_engine((*target)->desc()).ok());
+    ASSERT_TRUE((*target)->register_remote_engine((*init)->desc()).ok());
+    std::vector<uint8_t> dst(src.size(), 0);
+    MemoryDesc md = *(*init)->register_memory(dst.data(), dst.size());
+    std::vector<StatusHandle> reads;
+    for (int i = 0; i < kReads; ++i) {
+      reads.push_back(must((*init)->read(md, i * kRead, ms, i * kRead, kRead,
+                                         (*init)->allocate_transfer_id())));
+    }
+    for (const StatusHandle& s : reads) {
+      ASSERT_TRUE(s->wait(seconds(20)));
+      if (!s->succeeded()) {
+        ++failed;
+        ADD_FAILURE() << "read " << s->transfer_id() << ": " << s->status();
+      }
+    }
+    EXPECT_EQ(std::memcmp(src.data(), dst.data(), src.size()), 0);
+    EXPECT_EQ((*init)->stats().hostile_frames, 0u);
+    ASSERT_TRUE((*target)->deregister_remote_engine((*init)->desc()).ok());
+  }
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ((*target)->stats().hostile_frames, 0u);
+}
+
+// Issue 10, 2: once deregister_memory returns, no byte of a peer's write in flight may
+// land in the region, and the write reports a failure, not success.
+TEST(Regression, DISABLED_DeregistrationFencesAWriteInFlight) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.timeout = seconds(20);
+  auto a = Engine::create("writer", cfg);
+  auto b = Engine::create("target", cfg);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->register_remote_engine((*b)->desc()).ok());
+  ASSERT_TRUE((*b)->register_remote_engine((*a)->desc()).ok());
+  constexpr size_t kSize = 256 << 20;
+  std::vector<uint8_t> src(kSize, 0x11);
+  auto dst = std::make_unique<uint8_t[]>(kSize);
+  std::memset(dst.get(), 0, kSize);
+  MemoryDesc ms = *(*a)->register_memory(src.data(), kSize);
+  MemoryDesc md = *(*b)->register_memory(dst.get(), kSize);
+  StatusHandle w = must((*a)->write(ms, 0, md, 0, kSize, 1));
+  // Deregister once some, but not all, of the payload has landed.
+  const auto t0 = std::chrono::steady_clock::now();
+  while ((*b)->stats().bytes_received == 0 && !w->done() &&
+         std::chrono::steady_clock::now() - t0 < seconds(10)) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE((*b)->deregister_memory(md).ok());
+  const bool done_before = w->done();
+  std::memset(dst.get(), 0xCD, kSize);  // the canary: nothing may change it now
+  ASSERT_TRUE(w->wait(seconds(30)));
+  if (!done_before) {
+    EXPECT_TRUE(w->failed()) << "a write into memory deregistered mid-way reported success";
+    EXPECT_EQ(w->code(), absl::StatusCode::kFailedPrecondition) << w->status();
+  }
+  // Give late bytes a chance to show, then check the canary.
+  auto probe = must((*a)->write(ms, 0, md, 0, 1, 2));
+  ASSERT_TRUE(probe->wait(seconds(10)));
+  EXPECT_TRUE(probe->failed()) << "a write into deregistered memory succeeded";
+  for (size_t i = 0; i < kSize; i += 4096) {
+    ASSERT_EQ(dst[i], 0xCD) << "byte " << i << " landed after deregister_memory returned";
+  }
+  EXPECT_EQ(dst[kSize - 1], 0xCD);
+}
+
+// Issue 10, 2, the read side: once deregister_memory returns, no byte leaves the region.
+TEST(Regression, DISABLED_DeregistrationFencesAReadInFlight) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.timeout = seconds(20);
+  auto a = Engine::create("reader", cfg);
+  auto b = Engine::create("target", cfg);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->register_remote_engine((*b)->desc()).ok());
+  ASSERT_TRUE((*b)->register_remote_engine((*a)->desc()).ok());
+  constexpr size_t kSize = 256 << 20;
+  std::vector<uint8_t> src(kSize, 0x22), dst(kSize, 0);
+  MemoryDesc ms = *(*b)->register_memory(src.data(), kSize);
+  MemoryDesc md = *(*a)->register_memory(dst.data(), kSize);
+  StatusHandle r = must((*a)->read(md, 0, ms, 0, kSize, 1));
+  const auto t0 = std::chrono::steady_clock::now();
+  while ((*a)->stats().bytes_received == 0 && !r->done() &&
+         std::chrono::steady_clock::now() - t0 < seconds(10)) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE((*b)->deregister_memory(ms).ok());
+  const bool done_before = r->done();
+  std::memset(src.data(), 0xCD, kSize);
+  ASSERT_TRUE(r->wait(seconds(30)));
+  if (!done_before) {
+    EXPECT_TRUE(r->failed()) << "a read of memory deregistered mid-way reported success";
+  }
+  for (size_t i = 0; i < kSize; i += 512) {
+    ASSERT_NE(dst[i], 0xCD) << "byte " << i << " left the region after deregister_memory";
+  }
+}
+
+// Issue 10, 6: an engine destroyed with transfers in flight finishes every status
+// before its destructor returns, each callback on a ring thread, never on the thread
+// that destroys it.
+TEST(Regression, TeardownFinishesEveryTransferOnARingThread) {
+  EngineConfig cfg;
+  cfg.rings = 2;
+  cfg.zerocopy_threshold_bytes = 64 * 1024;
+  auto a = Engine::create("initiator", cfg);
+  auto b = Engine::create("target", cfg);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->register_remote_engine((*b)->desc()).ok());
+  ASSERT_TRUE((*b)->register_remote_engine((*a)->desc()).ok());
+  constexpr size_t kSize = 16 << 20;
+  std::vector<uint8_t> src(kSize, 3), dst(kSize);
+  MemoryDesc ms = *(*a)->register_memory(src.data(), kSize);
+  MemoryDesc md = *(*b)->register_memory(dst.data(), kSize);
+  std::vector<StatusHandle> all;
+  std::atomic<int> on_destroyer{0}, ran{0};
+  const std::thread::id me = std::this_thread::get_id();
+  for (uint64_t i = 1; i <= 16; ++i) {
+    StatusHandle s = must(i % 2 ? (*a)->write(ms, 0, md, 0, kSize, i)
+                                : (*a)->read(ms, 0, md, 0, kSize, i));
+    s->on_done([&, me] {
+      ran.fetch_add(1);
+      if (std::this_thread::get_id() == me) {
+        on_destroyer.fetch_add(1);
+      }
+    });
+    all.push_back(s);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  a->reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5));
+  for (const StatusHandle& s : all) {
+    EXPECT_TRUE(s->done()) << "transfer " << s->transfer_id() << " outlived its engine";
+  }
+  EXPECT_EQ(ran.load(), 16);
+  EXPECT_EQ(on_destroyer.load(), 0) << "callbacks ran on the destructor's thread";
+}
+
+// Issue 10, 8: in a child made by fork(), an engine of the parent fails fast and clearly
+// and its destruction does not hang.
+TEST(Regression, DISABLED_ForkedChildFailsFastAndExits) {
+  auto a = Engine::create("parent-a");
+  auto b = Engine::create("parent-b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->register_remote_engine((*b)->desc()).ok());
+  std::vector<uint8_t> src(4096, 1), dst(4096);
+  MemoryDesc ms = *(*a)->register_memory(src.data(), src.size());
+  MemoryDesc md = *(*b)->register_memory(dst.data(), dst.size());
+  ASSERT_TRUE(must((*a)->write(ms, 0, md, 0, 4096, 1))->wait(seconds(10)));
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child: every call fails at once with kFailedPrecondition, destruction returns.
+    alarm(10);
+    absl::StatusOr<StatusHandle> w = (*a)->write(ms, 0, md, 0, 4096, 2);
+    int rc = 0;
+    if (w.ok()) {
+      rc = (*w)->wait(seconds(2)) && (*w)->failed() ? 0 : 3;
+    } else if (w.status().code() != absl::StatusCode::kFailedPrecondition) {
+      rc = 4;
+    }
+    a->reset();
+    b->reset();
+    _exit(rc);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child hung or crashed (signal "
+                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ")";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // The parent's engines are unaffected.
+  StatusHandle again = must((*a)->write(ms, 0, md, 0, 4096, 3));
+  ASSERT_TRUE(again->wait(seconds(10)));
+  EXPECT_TRUE(again->succeeded()) << again->status();
+}
+
+}  // namespace
+}  // namespace ringxfer

@@ -50,13 +50,6 @@ void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
 }
 
 void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
-  if (p->out_ops.contains(op->id)) {
-    op->finished = true;
-    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
-    std::move(op->done)(absl::AlreadyExistsError(
-        absl::StrFormat("transfer id %d is already in flight to %s", op->id, p->key)));
-    return;
-  }
   open_outbound(p);
   if (p->out_ctrl == nullptr) {
     op->finished = true;
@@ -64,7 +57,21 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
     std::move(op->done)(absl::UnavailableError(absl::StrFormat("cannot connect to %s", p->key)));
     return;
   }
-  p->out_ops.emplace(op->id, op);
+  // The request's sequence: unique among this peer's transfers in flight, so that a
+  // late completion or data frame of an earlier request (one that timed out, say, with
+  // the same transfer id) never matches this one.
+  do {
+    op->seq = p->next_seq++;
+  } while (op->seq == 0 || p->out_ops.contains(op->seq));
+  p->out_ops.emplace(op->seq, op);
+  if (op->kind == wire::OpKind::kRead) {
+    std::vector<uint64_t> lengths;
+    lengths.reserve(op->pieces.size());
+    for (const Piece& pc : op->pieces) {
+      lengths.push_back(pc.length);
+    }
+    op->starts = segment_starts(lengths);
+  }
   std::vector<wire::Segment> segs;
   segs.reserve(op->pieces.size());
   for (const Piece& pc : op->pieces) {
@@ -72,7 +79,7 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
   }
   enqueue(p->out_ctrl, frame_item(encode_frame(
                            wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
-                             return wire::encode_request(op->kind, op->id, segs, o, op->parts);
+                             return wire::encode_request(op->kind, op->id, segs, o, op->parts, op->seq);
                            })));
   if (op->kind == wire::OpKind::kWrite) {
     std::vector<iovec> local;
@@ -80,7 +87,7 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
     for (const Piece& pc : op->pieces) {
       local.push_back(iovec{pc.local, pc.length});
     }
-    send_data(p, true, op, nullptr, local, op->id);
+    send_data(p, true, op, nullptr, local, op->id, op->seq);
   }
   pump_tx(p->out_ctrl);
 }
@@ -109,7 +116,7 @@ void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
     }
   }
   op->finished = true;
-  auto it = p->out_ops.find(op->id);
+  auto it = p->out_ops.find(op->seq);
   if (it != p->out_ops.end() && it->second == op) {
     p->out_ops.erase(it);
   }
@@ -126,13 +133,17 @@ void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
 
 void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
   Peer* p = c->peer;
-  auto it = p->out_ops.find(cmp.transfer_id);
+  auto it = p->out_ops.find(cmp.seq);
   if (it == p->out_ops.end()) {
-    return;  // it timed out or failed already
+    return;  // its transfer timed out or failed already
   }
   std::shared_ptr<OutOp> op = it->second;
-  if (op->kind != cmp.op) {
-    close_conn(c, absl::DataLossError("completion for the wrong kind of transfer"), true);
+  if (op->kind != cmp.op || op->id != cmp.transfer_id) {
+    close_conn(c,
+               absl::DataLossError(absl::StrFormat(
+                   "completion of request %d names transfer %d, which that request was not",
+                   cmp.seq, cmp.transfer_id)),
+               true);
     return;
   }
   op->remote_done = true;

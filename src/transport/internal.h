@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "transport/coverage.h"
 #include "transport/transport.h"
 #include "transport/tx_queue.h"
 #include "wire/codec.h"
@@ -26,6 +27,7 @@ struct Peer;
 struct OutOp {
   Peer* peer = nullptr;  // peers live as long as their worker
   uint64_t id = 0;
+  uint32_t seq = 0;  // the request sequence (wire/frames.h); its key in Peer::out_ops
   uint16_t parts = 0;
   wire::OpKind kind = wire::OpKind::kWrite;
   std::vector<Piece> pieces;
@@ -36,6 +38,8 @@ struct OutOp {
   // sent, zero-copy notifications not yet posted, payload receives in flight.
   int pending = 0;
   uint64_t received = 0;  // read: payload bytes placed
+  Coverage coverage;      // read: bytes claimed by data frames (each at most once)
+  std::vector<uint64_t> starts;  // read: where each piece starts in the transfer
   bool remote_done = false;
   bool failed = false;
   bool finished = false;
@@ -46,11 +50,15 @@ struct OutOp {
 struct InOp {
   Peer* peer = nullptr;
   uint64_t id = 0;
+  uint32_t seq = 0;  // the request sequence; its key in Peer::in_ops
   uint16_t parts = 0;
   wire::OpKind kind = wire::OpKind::kWrite;
   std::vector<iovec> segments;  // resolved local ranges, in request order
   uint64_t total = 0;
   uint64_t received = 0;  // write: payload bytes placed or discarded
+  std::vector<uint64_t> lengths;  // the request's segment lengths (also when unresolved)
+  std::vector<uint64_t> starts;   // where each segment starts in the transfer
+  Coverage coverage;              // write: bytes claimed by data frames
   int64_t deadline_ns = 0;
   int pending = 0;  // read: send items and notifications outstanding
   absl::Status status;
@@ -96,7 +104,7 @@ struct Conn {
   msghdr rx_msg{};
   std::shared_ptr<OutOp> rx_out;  // read payload being received into initiator memory
   std::shared_ptr<InOp> rx_in;    // write payload being received into target memory
-  uint64_t parked_id = 0;
+  uint32_t parked_seq = 0;  // the request a parked (or discarding) data frame waits for
   std::unique_ptr<std::byte[]> scratch;
   // The current frame's header and body (in rxbuf, or in rbuf on buffered connections).
   const std::byte* frame = nullptr;
@@ -121,14 +129,15 @@ struct Peer {
   Conn* out_ctrl = nullptr;
   std::vector<Conn*> out_data;
   unsigned next_stripe = 0;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<OutOp>> out_ops;
+  absl::flat_hash_map<uint32_t, std::shared_ptr<OutOp>> out_ops;  // by request sequence
+  uint32_t next_seq = 1;
   std::deque<std::shared_ptr<OutOp>> backlog;  // over kOutboundOpsMaxPerPeer
 
   // Connections the peer opened; it sends requests on them.
   Conn* in_ctrl = nullptr;
   std::vector<Conn*> in_data;  // kStripesMax slots
   unsigned next_in_stripe = 0;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<InOp>> in_ops;
+  absl::flat_hash_map<uint32_t, std::shared_ptr<InOp>> in_ops;  // by request sequence
   std::vector<Conn*> parked;  // data connections waiting for a request
 };
 

@@ -52,7 +52,7 @@ void Worker::tick() {
     } else if (c->rx == RxState::kParked && now - c->since_ns > timeout) {
       close_conn(c,
                  absl::DataLossError(absl::StrFormat(
-                     "data for transfer %d whose request never came", c->parked_id)),
+                     "data for request %d that never came", c->parked_seq)),
                  true);
     }
   }

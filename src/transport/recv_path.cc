@@ -313,7 +313,7 @@ void Worker::on_payload_done(Conn* c) {
     maybe_finish_in(c->peer, in);
   } else if (!placed && !c->outbound && c->peer != nullptr) {
     // Discarded payload of a failed write: count it toward that transfer.
-    auto it = c->peer->in_ops.find(c->parked_id);
+    auto it = c->peer->in_ops.find(c->parked_seq);
     if (it != c->peer->in_ops.end()) {
       std::shared_ptr<InOp> in = it->second;
       in->received += bytes;

@@ -251,13 +251,14 @@ void Worker::item_done(SendItem& item, bool ok) {
   }
 }
 
-void Worker::queue_completion(Conn* c, uint64_t id, wire::OpKind op, const absl::Status& st) {
+void Worker::queue_completion(Conn* c, const InOp& in, const absl::Status& st) {
   if (c == nullptr) {
     return;
   }
   wire::Completion cmp;
-  cmp.transfer_id = id;
-  cmp.op = op;
+  cmp.transfer_id = in.id;
+  cmp.seq = in.seq;
+  cmp.op = in.kind;
   cmp.status = static_cast<uint16_t>(st.code());
   const std::string message(st.message().substr(0, wire::kMessageBytesMax));
   cmp.message = message;

@@ -47,7 +47,7 @@ void append_payload(std::vector<iovec>& iov, const iovec& v, size_t keep = 0) {
 
 void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
                        const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs,
-                       uint64_t id) {
+                       uint64_t id, uint32_t seq) {
   uint64_t total = 0;
   for (const iovec& v : segs) {
     total += v.iov_len;
@@ -74,7 +74,7 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     }
     SendItem item = frame_item(encode_frame(
         wire::data_batch_frame_bytes(entries.size()),
-        [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, entries, o); }));
+        [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, entries, o, seq); }));
     item.iov.reserve(1 + segs.size());
     for (const iovec& v : segs) {
       append_payload(item.iov, v, /*keep=*/1);
@@ -130,14 +130,14 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     }
     SendItem item;
     if (group.size() == 1) {
-      const wire::DataHeader dh{id, group[0].segment, 0, group[0].length};
+      const wire::DataHeader dh{id, group[0].segment, 0, group[0].length, seq};
       item = frame_item(encode_frame(wire::kDataFrameBytes, [&](wire::MutableByteSpan o) {
         return wire::encode_data(dh, o);
       }));
     } else {
       item = frame_item(encode_frame(
           wire::data_batch_frame_bytes(group.size()),
-          [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, group, o); }));
+          [&](wire::MutableByteSpan o) { return wire::encode_data_batch(id, group, o, seq); }));
     }
     item.iov.insert(item.iov.end(), group_iov.begin(), group_iov.end());
     emit(std::move(item), group_bytes);
@@ -159,7 +159,7 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     flush_group();
     for (uint64_t off = 0; off < len; off += chunk) {
       const uint64_t n = std::min<uint64_t>(chunk, len - off);
-      const wire::DataHeader dh{id, static_cast<uint32_t>(s), off, n};
+      const wire::DataHeader dh{id, static_cast<uint32_t>(s), off, n, seq};
       SendItem item = frame_item(encode_frame(wire::kDataFrameBytes, [&](wire::MutableByteSpan o) {
         return wire::encode_data(dh, o);
       }));

@@ -180,7 +180,7 @@ class Worker final : public ring::CompletionHandler {
   // The registered-buffer slot that holds all of `v`, or -1.
   int fixed_buffer_for(const iovec& v) const;
   SendItem frame_item(std::vector<std::byte> frame);
-  void queue_completion(Conn* c, uint64_t id, wire::OpKind op, const absl::Status& st);
+  void queue_completion(Conn* c, const InOp& in, const absl::Status& st);
 
   // Receive path.
   void arm_recv(Conn* c);
@@ -200,6 +200,11 @@ class Worker final : public ring::CompletionHandler {
   void handle_completion(Conn* c, const wire::Completion& cmp);
   void handle_data(Conn* c, const wire::DataHeader& d);
   void handle_batch(Conn* c, const wire::DataBatch& b);
+  // Both kinds of data frame: `entries` (segment, length, offset) of `payload` bytes.
+  template <typename Entries>
+  void on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const Entries& entries);
+  void on_read_data(Conn* c, const std::shared_ptr<OutOp>& op, uint64_t payload,
+                    std::vector<iovec> dest);
   void unpark(Peer* p);
 
   // Transfers.
@@ -210,7 +215,8 @@ class Worker final : public ring::CompletionHandler {
   void maybe_finish_in(Peer* p, const std::shared_ptr<InOp>& in);
   void report_inbound(Peer* p, InOp& in, const absl::Status& st);
   void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
-                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id);
+                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
+                 uint32_t seq);
 
   // Listener.
   void arm_accept();

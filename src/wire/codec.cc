@@ -132,7 +132,7 @@ DecodeError check_batch_entry(const BatchEntry& e) noexcept {
 
 // Common prefix of every encoder: validates the size and writes the header.
 DecodeError begin_frame(FrameType type, size_t body_bytes, uint64_t payload_bytes,
-                        MutableByteSpan out) noexcept {
+                        MutableByteSpan out, uint32_t seq = 0) noexcept {
   if (out.size() < kHeaderBytes + body_bytes) {
     return DecodeError::kBufferTooSmall;
   }
@@ -142,7 +142,7 @@ DecodeError begin_frame(FrameType type, size_t body_bytes, uint64_t payload_byte
   store_le<uint8_t>(p + 5, static_cast<uint8_t>(type));
   store_le<uint16_t>(p + 6, 0);
   store_le<uint32_t>(p + 8, static_cast<uint32_t>(body_bytes));
-  store_le<uint32_t>(p + 12, 0);
+  store_le<uint32_t>(p + 12, seq);
   store_le<uint64_t>(p + 16, payload_bytes);
   return DecodeError::kNone;
 }
@@ -236,7 +236,9 @@ Result<FrameHeader> decode_header(ByteSpan in) noexcept {
     return DecodeError::kUnknownType;
   }
   h.type = static_cast<FrameType>(type);
-  if (load_le<uint16_t>(p + 6) != 0 || load_le<uint32_t>(p + 12) != 0) {
+  h.seq = load_le<uint32_t>(p + 12);
+  const bool handshake = h.type == FrameType::kHello || h.type == FrameType::kHelloAck;
+  if (load_le<uint16_t>(p + 6) != 0 || (handshake && h.seq != 0)) {
     return DecodeError::kBadField;
   }
   h.body_bytes = load_le<uint32_t>(p + 8);
@@ -396,6 +398,7 @@ Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) no
   }
   const std::byte* p = body.data();
   Request r;
+  r.seq = header.seq;
   r.op = header.type == FrameType::kWriteRequest ? OpKind::kWrite : OpKind::kRead;
   r.transfer_id = load_le<uint64_t>(p);
   const uint32_t count = load_le<uint32_t>(p + 8);
@@ -423,7 +426,7 @@ Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) no
 }
 
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
-                              MutableByteSpan out, uint16_t parts) noexcept {
+                              MutableByteSpan out, uint16_t parts, uint32_t seq) noexcept {
   if (!valid_op(static_cast<uint8_t>(op)) || segments.empty() || parts > kPartsMax) {
     return DecodeError::kBadField;
   }
@@ -442,7 +445,7 @@ Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const S
   }
   const size_t body = kRequestFixedBytes + segments.size() * kSegmentBytes;
   const FrameType type = op == OpKind::kWrite ? FrameType::kWriteRequest : FrameType::kReadRequest;
-  if (DecodeError e = begin_frame(type, body, 0, out); e != DecodeError::kNone) {
+  if (DecodeError e = begin_frame(type, body, 0, out, seq); e != DecodeError::kNone) {
     return e;
   }
   std::byte* p = out.data() + kHeaderBytes;
@@ -474,6 +477,7 @@ Result<Completion> decode_completion_body(const FrameHeader& header, ByteSpan bo
   }
   const std::byte* p = body.data();
   Completion c;
+  c.seq = header.seq;
   c.transfer_id = load_le<uint64_t>(p);
   c.status = load_le<uint16_t>(p + 8);
   const uint8_t op = load_le<uint8_t>(p + 10);
@@ -498,7 +502,8 @@ Result<size_t> encode_completion(const Completion& completion, MutableByteSpan o
     return e;
   }
   const size_t body = kCompletionFixedBytes + completion.message.size();
-  if (DecodeError e = begin_frame(FrameType::kCompletion, body, 0, out); e != DecodeError::kNone) {
+  if (DecodeError e = begin_frame(FrameType::kCompletion, body, 0, out, completion.seq);
+      e != DecodeError::kNone) {
     return e;
   }
   std::byte* p = out.data() + kHeaderBytes;
@@ -529,6 +534,7 @@ Result<DataHeader> decode_data_body(const FrameHeader& header, ByteSpan body) no
     return DecodeError::kBadField;
   }
   DataHeader d;
+  d.seq = header.seq;
   d.transfer_id = load_le<uint64_t>(p);
   d.segment = load_le<uint32_t>(p + 8);
   d.offset = load_le<uint64_t>(p + 16);
@@ -543,7 +549,7 @@ Result<size_t> encode_data(const DataHeader& data, MutableByteSpan out) noexcept
   if (DecodeError e = check_data(data); e != DecodeError::kNone) {
     return e;
   }
-  if (DecodeError e = begin_frame(FrameType::kData, kDataBodyBytes, data.length, out);
+  if (DecodeError e = begin_frame(FrameType::kData, kDataBodyBytes, data.length, out, data.seq);
       e != DecodeError::kNone) {
     return e;
   }
@@ -569,6 +575,7 @@ Result<DataBatch> decode_data_batch_body(const FrameHeader& header, ByteSpan bod
   }
   const std::byte* p = body.data();
   DataBatch b;
+  b.seq = header.seq;
   b.transfer_id = load_le<uint64_t>(p);
   const uint32_t count = load_le<uint32_t>(p + 8);
   if (load_le<uint32_t>(p + 12) != 0 || count == 0) {
@@ -597,7 +604,7 @@ Result<DataBatch> decode_data_batch_body(const FrameHeader& header, ByteSpan bod
 }
 
 Result<size_t> encode_data_batch(uint64_t transfer_id, std::span<const BatchEntry> entries,
-                                 MutableByteSpan out) noexcept {
+                                 MutableByteSpan out, uint32_t seq) noexcept {
   if (entries.empty()) {
     return DecodeError::kBadField;
   }
@@ -615,7 +622,8 @@ Result<size_t> encode_data_batch(uint64_t transfer_id, std::span<const BatchEntr
     return DecodeError::kLengthOverLimit;
   }
   const size_t body = kBatchFixedBytes + entries.size() * kBatchEntryBytes;
-  if (DecodeError e = begin_frame(FrameType::kDataBatch, body, sum, out); e != DecodeError::kNone) {
+  if (DecodeError e = begin_frame(FrameType::kDataBatch, body, sum, out, seq);
+      e != DecodeError::kNone) {
     return e;
   }
   std::byte* p = out.data() + kHeaderBytes;

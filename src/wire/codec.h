@@ -68,13 +68,14 @@ Result<DataBatch> decode_data_batch(ByteSpan in) noexcept;
 Result<size_t> encode_hello(const Hello& hello, MutableByteSpan out) noexcept;
 Result<size_t> encode_hello_ack(const HelloAck& ack, MutableByteSpan out) noexcept;
 // `parts`: 0 or 1 for a whole transfer, else 2..kPartsMax (see Request::parts).
+// `seq`: the request sequence (frames.h), carried in the header.
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
-                              MutableByteSpan out, uint16_t parts = 0) noexcept;
+                              MutableByteSpan out, uint16_t parts = 0, uint32_t seq = 0) noexcept;
 Result<size_t> encode_completion(const Completion& completion, MutableByteSpan out) noexcept;
 // Writes header and body (kDataFrameBytes); the caller sends `length` payload bytes next.
 Result<size_t> encode_data(const DataHeader& data, MutableByteSpan out) noexcept;
 // Writes header and entry table; the caller sends the entries' payloads next, in order.
 Result<size_t> encode_data_batch(uint64_t transfer_id, std::span<const BatchEntry> entries,
-                                 MutableByteSpan out) noexcept;
+                                 MutableByteSpan out, uint32_t seq = 0) noexcept;
 
 }  // namespace ringxfer::wire

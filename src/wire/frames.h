@@ -1,4 +1,4 @@
-// The frames of ringxfer's wire protocol, version 1, and the typed errors of its
+// The frames of ringxfer's wire protocol, version 2, and the typed errors of its
 // decoder. Pure data: no sockets, no allocation. Decoded frames hold views into the
 // caller's input bytes and are valid only as long as those bytes are.
 //
@@ -7,7 +7,11 @@
 //
 // Header:
 //   0 u32 magic (kMagic)   4 u8 version   5 u8 type   6 u16 flags (rsv)
-//   8 u32 body_bytes      12 u32 rsv     16 u64 payload_bytes
+//   8 u32 body_bytes      12 u32 seq     16 u64 payload_bytes
+// seq is the request sequence: the initiator numbers each request it sends to a peer
+// (1, 2, ..., skipping 0 and numbers still in flight); the completion and every data
+// frame of that transfer carry it, so a late frame of an earlier request with the same
+// transfer id never matches a newer one. 0 in hellos and hello acks.
 // Only kData and kDataBatch frames carry payload; for every other type it is 0.
 //
 // Control channel:
@@ -115,6 +119,7 @@ class [[nodiscard]] Result {
 struct FrameHeader {
   uint8_t version = kVersion;
   FrameType type = FrameType::kHello;
+  uint32_t seq = 0;  // the request sequence (see the layout above)
   uint32_t body_bytes = 0;
   uint64_t payload_bytes = 0;
 };
@@ -225,12 +230,14 @@ struct Request {
   // The transfer is this many parts, each a request with the same id on its own
   // connection set (one per initiator ring thread); 0 and 1 mean a whole transfer.
   uint16_t parts = 0;
+  uint32_t seq = 0;          // from the header
   uint64_t total_bytes = 0;  // sum of the segments' lengths (decoded, not on the wire)
   PackedTable<Segment> segments;
 };
 
 struct Completion {
   uint64_t transfer_id = 0;
+  uint32_t seq = 0;  // the request's sequence (header)
   OpKind op = OpKind::kWrite;
   uint16_t status = 0;       // canonical status code (absl::StatusCode), 0 = OK
   std::string_view message;  // empty on success
@@ -242,12 +249,14 @@ struct DataHeader {
   uint32_t segment = 0;
   uint64_t offset = 0;  // within the segment
   uint64_t length = 0;  // payload bytes, 1..kDataPayloadBytesMax
+  uint32_t seq = 0;     // the request's sequence (header)
   friend bool operator==(const DataHeader&, const DataHeader&) = default;
 };
 
 // A data batch as decoded; the entries' payloads follow it back to back.
 struct DataBatch {
   uint64_t transfer_id = 0;
+  uint32_t seq = 0;  // the request's sequence (header)
   uint64_t payload_bytes = 0;
   PackedTable<BatchEntry> entries;
 };

@@ -13,8 +13,10 @@ namespace ringxfer::wire {
 inline constexpr uint32_t kMagic = 0x52465852;
 
 // Protocol versions this build speaks; every header carries the sender's version.
-inline constexpr uint8_t kVersionMin = 1;
-inline constexpr uint8_t kVersionMax = 1;
+// Version 2 numbers every request in the frame header (the request sequence) and carries
+// that number in the completion and data frames that answer it; version 1 had none.
+inline constexpr uint8_t kVersionMin = 2;
+inline constexpr uint8_t kVersionMax = 2;
 inline constexpr uint8_t kVersion = kVersionMax;
 
 // Size of the fixed header that starts every frame.

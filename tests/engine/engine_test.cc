@@ -751,13 +751,13 @@ TEST(Engine, DataOutsideItsSegmentClosesTheConnectionAndChangesNothing) {
   // first bytes)...
   const std::vector<wire::Segment> segs = {{md.id, 3996, 100}, {md.id, 0, 100}};
   std::vector<std::byte> req(wire::request_frame_bytes(2));
-  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req).ok());
+  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
   ASSERT_TRUE(ctrl.send_all(req));
   // ...then a batch frame of the announced 200 bytes whose one entry runs past the
   // end of segment 0, and so past the end of the region.
   const std::vector<wire::BatchEntry> entries = {{0, 200, 0}};
   std::vector<std::byte> batch(wire::data_batch_frame_bytes(1));
-  ASSERT_TRUE(wire::encode_data_batch(9, entries, batch).ok());
+  ASSERT_TRUE(wire::encode_data_batch(9, entries, batch, /*seq=*/1).ok());
   std::vector<std::byte> payload(200, std::byte{0xEE});
   ctrl.send_all(batch);
   ctrl.send_all(payload);

@@ -8,12 +8,14 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "ringxfer/ringxfer.h"
+#include "support/fake_peer.h"
 
 namespace ringxfer {
 namespace {
@@ -150,6 +152,97 @@ TEST(Regression, DISABLED_DeregistrationFencesAReadInFlight) {
   }
   for (size_t i = 0; i < kSize; i += 512) {
     ASSERT_NE(dst[i], 0xCD) << "byte " << i << " left the region after deregister_memory";
+  }
+}
+
+// An initiator with one ring thread and one data connection, pointed at a fake target.
+struct AgainstFake {
+  testing::FakePeer fake{"liar"};
+  std::unique_ptr<Engine> engine;
+  std::vector<uint8_t> local = std::vector<uint8_t>(256 << 10, 0);
+  MemoryDesc mine, theirs;
+  explicit AgainstFake(milliseconds timeout) {
+    EngineConfig cfg;
+    cfg.rings = 1;
+    cfg.stripes = 1;
+    cfg.timeout = timeout;
+    engine = std::move(*Engine::create("initiator", cfg));
+    EngineDesc d;
+    d.key = fake.key();
+    d.host = "127.0.0.1";
+    d.port = fake.port();
+    EXPECT_TRUE(engine->register_remote_engine(d).ok());
+    mine = *engine->register_memory(local.data(), local.size());
+    theirs.engine_key = fake.key();
+    theirs.id = 1;
+    theirs.size = local.size();
+  }
+};
+
+// Issue 10, 3: a write with id 5 times out; the caller reuses id 5; the completion of
+// the first request arrives late. It must not finish the second write, whose request
+// the target has not answered.
+TEST(Regression, ALateCompletionDoesNotFinishANewerTransferWithTheSameId) {
+  AgainstFake t(milliseconds(300));
+  StatusHandle first = must(t.engine->write(t.mine, 0, t.theirs, 0, 100, 5));
+  std::optional<testing::FakePeer::Conn> ctrl =
+      t.fake.accept_until(wire::ChannelKind::kControl, 5000);
+  ASSERT_TRUE(ctrl.has_value());
+  ASSERT_TRUE(t.fake.accept_until(wire::ChannelKind::kData, 5000).has_value());
+  std::optional<testing::FakePeer::Frame> req1 = testing::FakePeer::read_frame(ctrl->fd, 5000);
+  ASSERT_TRUE(req1.has_value());
+  ASSERT_EQ(req1->header.type, wire::FrameType::kWriteRequest);
+  std::optional<testing::FakePeer::Frame> batch1 = testing::FakePeer::read_frame(ctrl->fd, 5000);
+  ASSERT_TRUE(batch1.has_value());
+  ASSERT_EQ(batch1->header.type, wire::FrameType::kDataBatch);
+  ASSERT_TRUE(first->wait(seconds(5)));
+  ASSERT_EQ(first->code(), absl::StatusCode::kDeadlineExceeded) << first->status();
+
+  StatusHandle second = must(t.engine->write(t.mine, 0, t.theirs, 0, 100, 5));
+  // The second request comes on the same connection: the first timed out with
+  // nothing of it left in flight.
+  std::optional<testing::FakePeer::Frame> f = testing::FakePeer::read_frame(ctrl->fd, 5000);
+  ASSERT_TRUE(f.has_value()) << "the second request never came";
+  ASSERT_EQ(f->header.type, wire::FrameType::kWriteRequest);
+  const uint32_t seq2 = f->header.seq;
+  ASSERT_NE(seq2, req1->header.seq) << "two requests with one sequence";
+  ASSERT_TRUE(testing::FakePeer::send_all(
+      ctrl->fd, testing::FakePeer::completion(5, req1->header.seq, wire::OpKind::kWrite)));
+  EXPECT_FALSE(second->wait(milliseconds(150)))
+      << "the first request's completion finished the second write: " << second->status();
+  ASSERT_TRUE(testing::FakePeer::send_all(
+      ctrl->fd, testing::FakePeer::completion(5, seq2, wire::OpKind::kWrite)));
+  ASSERT_TRUE(second->wait(seconds(5)));
+  EXPECT_TRUE(second->succeeded()) << second->status();
+  EXPECT_EQ(t.engine->stats().hostile_frames, 0u);
+}
+
+// Issue 10, 7: a target that sends the same half of a read twice must not make the read
+// succeed with the other half never written.
+TEST(Regression, AReadIsCompleteOnlyWhenEveryByteCameOnce) {
+  AgainstFake t(milliseconds(5000));
+  constexpr size_t kSize = 1000;
+  StatusHandle r = must(t.engine->read(t.mine, 0, t.theirs, 0, kSize, 7));
+  std::optional<testing::FakePeer::Conn> ctrl =
+      t.fake.accept_until(wire::ChannelKind::kControl, 5000);
+  ASSERT_TRUE(ctrl.has_value());
+  ASSERT_TRUE(t.fake.accept_until(wire::ChannelKind::kData, 5000).has_value());
+  std::optional<testing::FakePeer::Frame> req = testing::FakePeer::read_frame(ctrl->fd, 5000);
+  ASSERT_TRUE(req.has_value());
+  ASSERT_EQ(req->header.type, wire::FrameType::kReadRequest);
+  const std::vector<std::byte> half(kSize / 2, std::byte{0x77});
+  std::vector<std::byte> lie = testing::FakePeer::data(7, req->header.seq, 0, 0, half);
+  const std::vector<std::byte> again = lie;
+  lie.insert(lie.end(), again.begin(), again.end());
+  const std::vector<std::byte> done =
+      testing::FakePeer::completion(7, req->header.seq, wire::OpKind::kRead);
+  lie.insert(lie.end(), done.begin(), done.end());
+  ASSERT_TRUE(testing::FakePeer::send_all(ctrl->fd, lie));
+  ASSERT_TRUE(r->wait(seconds(10)));
+  EXPECT_TRUE(r->failed()) << "a read with half its bytes missing succeeded";
+  EXPECT_GE(t.engine->stats().hostile_frames, 1u);
+  for (size_t i = kSize / 2; i < kSize; ++i) {
+    ASSERT_EQ(t.local[i], 0) << "byte " << i;
   }
 }
 

@@ -63,7 +63,7 @@ void fuzz_one(ByteSpan in) {
   if (r.ok()) {
     std::vector<Segment> segs(r->segments.begin(), r->segments.end());
     expect_reencodes(in, frame_size(in), [&](MutableByteSpan o) {
-      return encode_request(r->op, r->transfer_id, segs, o, r->parts);
+      return encode_request(r->op, r->transfer_id, segs, o, r->parts, r->seq);
     });
   }
 #elif RX_FUZZ_ENTRY == 4
@@ -82,7 +82,7 @@ void fuzz_one(ByteSpan in) {
   if (r.ok()) {
     std::vector<BatchEntry> entries(r->entries.begin(), r->entries.end());
     expect_reencodes(in, frame_size(in), [&](MutableByteSpan o) {
-      return encode_data_batch(r->transfer_id, entries, o);
+      return encode_data_batch(r->transfer_id, entries, o, r->seq);
     });
   }
 #else

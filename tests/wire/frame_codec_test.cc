@@ -307,10 +307,11 @@ TEST(FrameCodec, IgnoresBytesAfterTheFrame) {
 // The exact bytes of one data frame: pins the layout (little-endian, field order) so
 // that a change to the wire format cannot pass unnoticed.
 TEST(FrameCodec, EncodesDataFrameToKnownBytes) {
-  const Bytes b = data_frame(DataHeader{0x0102030405060708, 0x1a0b, 0x0000001415161718, 300});
+  const Bytes b =
+      data_frame(DataHeader{0x0102030405060708, 0x1a0b, 0x0000001415161718, 300, 0x21222324});
   const std::vector<uint8_t> expected = {
-      'R',  'X',  'F',  'R',  1,    16,   0,    0,     // magic, version, type, flags
-      24,   0,    0,    0,    0,    0,    0,    0,     // body_bytes, reserved
+      'R',  'X',  'F',  'R',  2,    16,   0,    0,     // magic, version, type, flags
+      24,   0,    0,    0,    0x24, 0x23, 0x22, 0x21,  // body_bytes, request sequence
       0x2c, 0x01, 0,    0,    0,    0,    0,    0,     // payload_bytes = 300
       0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // transfer id
       0x0b, 0x1a, 0,    0,    0,    0,    0,    0,     // segment, reserved
@@ -366,13 +367,15 @@ const BadField kBadFields[] = {
     {"magic", Kind::kHello, 0, 4, 0x52465853, DecodeError::kBadMagic},
     {"magic zero", Kind::kData, 0, 4, 0, DecodeError::kBadMagic},
     {"version 0", Kind::kHello, 4, 1, 0, DecodeError::kBadVersion},
-    {"version 2", Kind::kData, 4, 1, 2, DecodeError::kBadVersion},
+    {"version 1", Kind::kData, 4, 1, 1, DecodeError::kBadVersion},
+    {"version 3", Kind::kData, 4, 1, 3, DecodeError::kBadVersion},
     {"version 255", Kind::kCompletion, 4, 1, 255, DecodeError::kBadVersion},
     {"type 0", Kind::kHello, 5, 1, 0, DecodeError::kUnknownType},
     {"type 6", Kind::kRequest, 5, 1, 6, DecodeError::kUnknownType},
     {"type 255", Kind::kData, 5, 1, 255, DecodeError::kUnknownType},
     {"header flags", Kind::kHello, 6, 2, 1, DecodeError::kBadField},
-    {"header reserved", Kind::kData, 12, 4, 0x80000000, DecodeError::kBadField},
+    {"hello request sequence", Kind::kHello, 12, 4, 0x80000000, DecodeError::kBadField},
+    {"ack request sequence", Kind::kHelloAck, 12, 4, 1, DecodeError::kBadField},
     {"hello body over limit", Kind::kHello, 8, 4, kHelloBodyBytesMax + 1,
      DecodeError::kLengthOverLimit},
     {"request body over limit", Kind::kRequest, 8, 4, 0xffffffff, DecodeError::kLengthOverLimit},
@@ -409,7 +412,7 @@ const BadField kBadFields[] = {
     {"hello auth length", Kind::kHello, B + 6, 2, 0, DecodeError::kLengthMismatch},
     // HelloAck body.
     {"ack version 0", Kind::kHelloAck, B + 0, 1, 0, DecodeError::kBadVersion},
-    {"ack version 2", Kind::kHelloAck, B + 0, 1, 2, DecodeError::kBadVersion},
+    {"ack version 3", Kind::kHelloAck, B + 0, 1, 3, DecodeError::kBadVersion},
     {"ack reserved", Kind::kHelloAck, B + 1, 1, 1, DecodeError::kBadField},
     {"ack status", Kind::kHelloAck, B + 2, 2, kStatusCodeMax + 1, DecodeError::kBadField},
     {"ack empty key", Kind::kHelloAck, B + 4, 2, 0, DecodeError::kBadField},
@@ -615,7 +618,7 @@ TEST(FrameCodec, EncodersRejectWhatDecodersReject) {
   h.stripe = kStripesMax;
   EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kBadField);
   h = sample_hello();
-  h.version_min = 2;
+  h.version_min = kVersionMax + 1;
   EXPECT_EQ(encode_hello(h, out).error(), DecodeError::kBadVersion);
 
   HelloAck a = sample_hello_ack();
@@ -680,6 +683,32 @@ TEST(FrameCodec, EncodersRejectEveryShortBuffer) {
       EXPECT_EQ(r.error(), DecodeError::kBufferTooSmall);
     }
   }
+}
+
+}  // namespace
+}  // namespace ringxfer::wire
+
+namespace ringxfer::wire {
+namespace {
+
+using testing::Bytes;
+// Version 2: every frame that answers a request carries its sequence in the header.
+TEST(FrameCodec, CarriesTheRequestSequenceInEveryFrameOfATransfer) {
+  Bytes out(4096);
+  const std::vector<Segment> segs = {{1, 0, 10}};
+  ASSERT_TRUE(encode_request(OpKind::kRead, 5, segs, out, 0, 0xfeedbeef).ok());
+  EXPECT_EQ(decode_request(out)->seq, 0xfeedbeefu);
+  Completion c;
+  c.transfer_id = 5;
+  c.op = OpKind::kRead;
+  c.seq = 7;
+  ASSERT_TRUE(encode_completion(c, out).ok());
+  EXPECT_EQ(decode_completion(out)->seq, 7u);
+  ASSERT_TRUE(encode_data(DataHeader{5, 0, 0, 10, 9}, out).ok());
+  EXPECT_EQ(decode_data(out)->seq, 9u);
+  const std::vector<BatchEntry> entries = {{0, 10, 0}};
+  ASSERT_TRUE(encode_data_batch(5, entries, out, 11).ok());
+  EXPECT_EQ(decode_data_batch(out)->seq, 11u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "ringxfer/engine.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 #include "memory/registry.h"
 #include "transport/transport.h"
@@ -80,7 +82,20 @@ class EngineImpl {
   std::mutex mu;  // std::mutex: ThreadSanitizer sees it (Debian's Abseil has no annotations)
   absl::flat_hash_map<std::string, EngineDesc> remotes;  // guarded by mu
   // (peer key, transfer id) pairs in flight from this engine; guarded by mu.
-  absl::flat_hash_set<std::pair<std::string, uint64_t>> inflight;
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, std::weak_ptr<TransferStatus>> inflight;
+  // Set in a child process made by fork(): the ring threads did not come along, so the
+  // engine refuses every call there and its destructor joins nothing.
+  std::atomic<bool> forked{false};
+
+  absl::Status usable() const {
+    if (forked.load(std::memory_order_acquire)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "engine %s belongs to process %d: after fork() it cannot be used in this child "
+          "process (its ring threads did not come along); create a new engine in the child",
+          desc.key, desc.pid));
+    }
+    return absl::OkStatus();
+  }
 
   struct InboundStore {
     absl::flat_hash_map<uint64_t, StatusHandle> by_id;
@@ -158,14 +173,23 @@ class EngineImpl {
     return out;
   }
 
-  // Checks one transfer's arguments; nothing is sent when this fails.
-  absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote) {
+  // Checks one transfer's arguments; nothing is sent when this fails. With `pin`, the
+  // local region is held there (deregistration waits for it).
+  absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote,
+                          std::optional<memory::Pin>* pin = nullptr) {
     if (local.engine_key != desc.key) {
       return absl::InvalidArgumentError(
           absl::StrFormat("local memory %d belongs to engine %s, not to this engine %s", local.id,
                           local.engine_key, desc.key));
     }
-    std::optional<memory::Region> r = registry.find(local.id);
+    std::optional<std::pair<memory::Region, memory::Pin>> held = registry.pin(local.id);
+    std::optional<memory::Region> r;
+    if (held.has_value()) {
+      r = held->first;
+      if (pin != nullptr) {
+        *pin = std::move(held->second);
+      }
+    }
     if (!r.has_value()) {
       return absl::FailedPreconditionError(
           absl::StrFormat("local memory %d is not registered (or was deregistered) in engine %s",
@@ -193,6 +217,7 @@ class EngineImpl {
                                         std::span<const uint64_t> remote_offsets,
                                         std::span<const uint64_t> sizes, uint64_t id) {
     const char* verb = op == wire::OpKind::kWrite ? "write" : "read";
+    RX_RETURN_IF_ERROR(usable());
     if (sizes.size() != local_offsets.size() || sizes.size() != remote_offsets.size()) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: local_offsets (%d), remote_offsets (%d) and sizes (%d) differ in length", verb,
@@ -202,7 +227,8 @@ class EngineImpl {
       return absl::InvalidArgumentError(absl::StrFormat("%s: %d transfers in one batch; use 1..%d",
                                                         verb, sizes.size(), wire::kSegmentsMax));
     }
-    if (absl::Status st = check_pair(local, remote); !st.ok()) {
+    std::optional<memory::Pin> pin;
+    if (absl::Status st = check_pair(local, remote, &pin); !st.ok()) {
       return st;
     }
     std::vector<transport::Piece> pieces;
@@ -236,15 +262,15 @@ class EngineImpl {
           transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
                            remote.id, remote_offsets[i], n});
     }
+    auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
+    status->set_in_progress();
     {
       std::lock_guard lock(mu);
-      if (!inflight.emplace(remote.engine_key, id).second) {
+      if (!inflight.try_emplace(std::make_pair(remote.engine_key, id), status).second) {
         return absl::AlreadyExistsError(absl::StrFormat(
             "%s: transfer id %d is already in flight to %s", verb, id, remote.engine_key));
       }
     }
-    auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
-    status->set_in_progress();
     // With several ring threads a large transfer is cut into one part per lane group
     // (each group has its own connections on its own ring thread, on both sides); a
     // small one goes whole to one group, chosen by its id.
@@ -289,7 +315,7 @@ class EngineImpl {
             }
             status->finish(std::move(result));
           },
-          nparts);
+          nparts, std::vector<memory::Pin>{*pin});
     }
     return status;
   }
@@ -300,8 +326,75 @@ class EngineImpl {
 // ---------------------------------------------------------------------------
 // Engine
 
-Engine::Engine(std::unique_ptr<detail::EngineImpl> impl) : impl_(std::move(impl)) {}
-Engine::~Engine() = default;
+namespace detail {
+namespace {
+
+// Every live engine, for the fork handlers. The prepare handler takes this lock and
+// each engine's own lock, so the child inherits them in a known state.
+std::mutex g_engines_mu;
+std::vector<EngineImpl*>& engines() {
+  static auto* v = new std::vector<EngineImpl*>();  // never destroyed: handlers may run late
+  return *v;
+}
+
+void before_fork() {
+  g_engines_mu.lock();
+  for (EngineImpl* e : engines()) {
+    e->mu.lock();
+  }
+}
+
+void after_fork_in_parent() {
+  for (EngineImpl* e : engines()) {
+    e->mu.unlock();
+  }
+  g_engines_mu.unlock();
+}
+
+void after_fork_in_child() {
+  // Only this thread exists here. Transfers in flight will never finish: fail them, so
+  // that nobody in the child waits forever.
+  for (EngineImpl* e : engines()) {
+    e->forked.store(true, std::memory_order_release);
+    for (auto& [key, weak] : e->inflight) {
+      if (StatusHandle s = weak.lock()) {
+        s->finish(absl::FailedPreconditionError(
+            "the process forked while this transfer was in flight; it cannot finish in the child"));
+      }
+    }
+    e->inflight.clear();
+    e->mu.unlock();
+  }
+  g_engines_mu.unlock();
+}
+
+void track(EngineImpl* e) {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); });
+  std::lock_guard lock(g_engines_mu);
+  engines().push_back(e);
+}
+
+void untrack(EngineImpl* e) {
+  std::lock_guard lock(g_engines_mu);
+  std::erase(engines(), e);
+}
+
+}  // namespace
+}  // namespace detail
+
+Engine::Engine(std::unique_ptr<detail::EngineImpl> impl) : impl_(std::move(impl)) {
+  detail::track(impl_.get());
+}
+
+Engine::~Engine() {
+  detail::untrack(impl_.get());
+  if (impl_->forked.load(std::memory_order_acquire)) {
+    // A copy made by fork(): its ring threads exist only in the parent, so there is
+    // nothing to stop or join here. The transport's memory is left to the process.
+    (void)impl_->transport.release();
+  }
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineConfig config) {
   if (key.empty() || key.size() > kEngineKeyBytesMax) {
@@ -341,6 +434,7 @@ const EngineDesc& Engine::desc() const { return impl_->desc; }
 const EngineConfig& Engine::config() const { return impl_->config; }
 
 absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
+  RX_RETURN_IF_ERROR(impl_->usable());
   if (remote.key.empty() || remote.key.size() > kEngineKeyBytesMax ||
       remote.key.find(transport::kGroupSeparator) != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -369,6 +463,7 @@ absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
 }
 
 absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
+  RX_RETURN_IF_ERROR(impl_->usable());
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->remotes.erase(remote.key) == 0) {
@@ -384,6 +479,7 @@ absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
 
 absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
                                                    MemoryLocation location, int device_id) {
+  RX_RETURN_IF_ERROR(impl_->usable());
   if (location == MemoryLocation::kGpu) {
     return absl::UnimplementedError(
         "register_memory: GPU memory needs the GPU staging path, which this build does not have "
@@ -409,15 +505,28 @@ absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
 }
 
 absl::Status Engine::deregister_memory(const MemoryDesc& desc) {
+  RX_RETURN_IF_ERROR(impl_->usable());
   if (desc.engine_key != impl_->desc.key) {
     return absl::InvalidArgumentError(
         absl::StrFormat("deregister_memory: memory %d belongs to engine %s, not %s", desc.id,
                         desc.engine_key, impl_->desc.key));
   }
-  const std::optional<memory::Region> r = impl_->registry.find(desc.id);
-  RX_RETURN_IF_ERROR(impl_->registry.remove(desc.id));
+  // Out of the registry first (no transfer can take it any more), then every transfer
+  // holding it fails, then wait until the last of them has nothing in the kernel: once
+  // this returns, no byte lands in or leaves the region.
+  RX_ASSIGN_OR_RETURN(const memory::Region r, impl_->registry.take(desc.id));
+  impl_->transport->fence(r.use.get(), r.id);
   if (impl_->config.zerocopy_threshold_bytes > 0) {
-    impl_->transport->remove_fixed_buffer(r->base);
+    impl_->transport->remove_fixed_buffer(r.base);
+  }
+  if (impl_->transport->on_ring_thread()) {
+    // A status callback must not block its ring thread; the transfers it failed let go
+    // as their sends and receives in the kernel end.
+    return absl::OkStatus();
+  }
+  for (int waited_s = 0; !r.use->wait_unused(5000); waited_s += 5) {
+    RX_LOG(kWarn, "deregister_memory %d: still waiting after %d s for %d transfer(s) in flight",
+           r.id, waited_s + 5, r.use->users());
   }
   return absl::OkStatus();
 }
@@ -462,6 +571,7 @@ absl::StatusOr<StatusHandle> Engine::batch_read(const MemoryDesc& local,
 
 absl::StatusOr<std::unique_ptr<Session>> Engine::create_session(const MemoryDesc& local,
                                                                 const MemoryDesc& remote) {
+  RX_RETURN_IF_ERROR(impl_->usable());
   if (absl::Status st = impl_->check_pair(local, remote); !st.ok()) {
     return st;
   }

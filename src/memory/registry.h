@@ -5,10 +5,14 @@
 // Debian's Abseil is built without its annotations). Knows nothing of sockets or frames.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -17,12 +21,56 @@ namespace ringxfer::memory {
 
 enum class Location : uint8_t { kCpu = 0, kGpu = 1 };
 
+// How many transfers hold one region. Deregistration waits until none does, so that no
+// byte lands in or leaves the region once it returns. Thread-safe.
+class RegionUse {
+ public:
+  void acquire() noexcept;
+  void release() noexcept;
+  int64_t users() const noexcept;
+  // Blocks until users() is 0 or `timeout_ms` passed; returns users() == 0.
+  bool wait_unused(int64_t timeout_ms) const;
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  int64_t users_ = 0;  // guarded by mu_
+};
+
+// A transfer's hold on a region (RAII): taken under the registry's lock when the
+// region is looked up, so a region being removed is either not found or held.
+class Pin {
+ public:
+  Pin() = default;
+  explicit Pin(std::shared_ptr<RegionUse> use) noexcept : use_(std::move(use)) {
+    if (use_) {
+      use_->acquire();
+    }
+  }
+  Pin(const Pin& o) noexcept : Pin(o.use_) {}
+  Pin(Pin&& o) noexcept = default;
+  Pin& operator=(Pin o) noexcept {
+    std::swap(use_, o.use_);
+    return *this;
+  }
+  ~Pin() {
+    if (use_) {
+      use_->release();
+    }
+  }
+  const RegionUse* use() const noexcept { return use_.get(); }
+
+ private:
+  std::shared_ptr<RegionUse> use_;
+};
+
 struct Region {
   uint64_t id = 0;
   std::byte* base = nullptr;
   uint64_t size = 0;
   Location location = Location::kCpu;
   int device = -1;
+  std::shared_ptr<RegionUse> use;  // the transfers holding it
 };
 
 class Registry {
@@ -31,6 +79,10 @@ class Registry {
   absl::StatusOr<Region> add(void* base, uint64_t size, Location location, int device);
   // kNotFound when `id` is not registered.
   absl::Status remove(uint64_t id);
+  // Removes region `id` and returns it (its `use` tells who still holds it).
+  absl::StatusOr<Region> take(uint64_t id);
+  // The region, held by the returned pin; nullopt when not registered.
+  std::optional<std::pair<Region, Pin>> pin(uint64_t id) const;
   std::optional<Region> find(uint64_t id) const;
   // The address of [offset, offset+length) in region `id`: kNotFound for an unknown id,
   // kOutOfRange when the range leaves the region (overflow included), kInvalidArgument
@@ -38,13 +90,18 @@ class Registry {
   absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length) const;
   // As above, but takes the lock only when `id` is not `last`'s id, and then leaves the
   // region found in `last`: the segments of one request mostly share a region. (Like the
-  // pointer returned, `last` is a snapshot; deregistering memory that is in use by a
-  // transfer is the caller's error either way.)
+  // pointer returned, `last` is a snapshot: the pinning form below keeps it valid.)
   absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length,
                                      std::optional<Region>& last) const;
+  // As above, and each region looked up is pinned into `pins` under the lock.
+  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length,
+                                     std::optional<Region>& last, std::vector<Pin>& pins) const;
   size_t size() const;
 
  private:
+  absl::StatusOr<std::byte*> resolve_impl(uint64_t id, uint64_t offset, uint64_t length,
+                                          std::optional<Region>& last,
+                                          std::vector<Pin>* pins) const;
   mutable std::shared_mutex mu_;
   absl::flat_hash_map<uint64_t, Region> regions_;  // guarded by mu_
   uint64_t next_id_ = 1;                           // guarded by mu_

@@ -112,6 +112,26 @@ bool EventLoop::call(absl::AnyInvocable<void() &&> fn) {
   }
 }
 
+void EventLoop::drain_and_stop(absl::AnyInvocable<bool()> idle, absl::AnyInvocable<void()> last,
+                               int64_t timeout_ns) {
+  RX_CHECK(!in_loop_thread());
+  if (!thread_.joinable() || stop_.load(std::memory_order_acquire)) {
+    return;
+  }
+  post([this, idle = std::move(idle), last = std::move(last), timeout_ns]() mutable {
+    draining_ = true;
+    drain_idle_ = std::move(idle);
+    drain_last_ = std::move(last);
+    drain_deadline_ns_ = now_ns() + timeout_ns;
+  });
+  thread_.join();
+  stop_.store(true, std::memory_order_release);
+}
+
+uint64_t EventLoop::inflight() const noexcept {
+  return ring_->inflight() - (wake_armed_ ? 1 : 0);
+}
+
 void EventLoop::set_handler(uint8_t kind, CompletionHandler* handler) noexcept {
   RX_CHECK(kind != 0 && kind != kWakeKind);
   handlers_[kind] = handler;
@@ -126,6 +146,7 @@ void EventLoop::set_tick(absl::AnyInvocable<void()> tick, int64_t period_ns) {
 void EventLoop::arm_wake() noexcept {
   io_uring_sqe* sqe = ring_->sqe(Tag{kWakeKind, 0, 0, 0}.pack());
   io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof(wake_buf_), 0);
+  wake_armed_ = true;
 }
 
 void EventLoop::dispatch(const io_uring_cqe& cqe) noexcept {
@@ -134,6 +155,7 @@ void EventLoop::dispatch(const io_uring_cqe& cqe) noexcept {
   }
   const Tag tag = Tag::unpack(cqe.user_data);
   if (tag.kind == kWakeKind) {
+    wake_armed_ = false;
     arm_wake();
     return;
   }
@@ -185,6 +207,17 @@ void EventLoop::run(const RingOptions&, int) {
       }
     }
     publish_counters();
+    if (draining_ && (drain_idle_() || now >= drain_deadline_ns_)) {
+      if (!drain_idle_()) {
+        RX_LOG(kError, "%s: %d operations still in the kernel when the shutdown timed out", name_,
+               inflight());
+      }
+      std::move(drain_last_)();
+      while (tasks_.run(256) > 0) {
+      }
+      publish_counters();
+      return;
+    }
     // One io_uring_enter per turn. With no task waiting it submits everything queued
     // and waits for a CQE, a wake-up or the tick; a CQE that is already there (or
     // deferred task work, with DEFER_TASKRUN) ends the wait at once, so a busy loop

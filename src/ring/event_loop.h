@@ -47,6 +47,16 @@ class EventLoop {
   // handlers may still refer to this loop while it stops.
   void stop();
 
+  // Any thread but the loop's: the loop keeps turning (tasks, completions) until `idle()`
+  // holds, checked after every turn, or `timeout_ns` passed; then runs `last` and every
+  // task still queued on the loop thread, and stops; returns once it has. Shutdown
+  // drains this way instead of dropping what the kernel still holds.
+  void drain_and_stop(absl::AnyInvocable<bool()> idle, absl::AnyInvocable<void()> last,
+                      int64_t timeout_ns);
+  // Loop thread: operations of the owners in the kernel (the loop's own wake-up read
+  // not counted).
+  uint64_t inflight() const noexcept;
+
   // Any thread. Runs `fn` on the loop thread soon; wakes it only if it sleeps.
   void post(absl::AnyInvocable<void() &&> fn);
   // Any thread: runs `fn` on the loop thread and returns once it has run (at once, if
@@ -81,6 +91,12 @@ class EventLoop {
   uint64_t wake_buf_ = 0;
   std::array<CompletionHandler*, 256> handlers_{};
   absl::AnyInvocable<void()> tick_;
+  // Set by drain_and_stop, on the loop thread.
+  bool draining_ = false;
+  absl::AnyInvocable<bool()> drain_idle_;
+  absl::AnyInvocable<void()> drain_last_;
+  int64_t drain_deadline_ns_ = 0;
+  bool wake_armed_ = false;
   int64_t tick_period_ns_ = 100'000'000;
   int64_t next_tick_ns_ = 0;
   std::atomic<bool> stop_{false};

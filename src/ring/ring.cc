@@ -163,6 +163,7 @@ io_uring_sqe* Ring::sqe(uint64_t user_data) noexcept {
     }
   }
   io_uring_sqe_set_data64(s, user_data);
+  ++inflight_;
   return s;
 }
 

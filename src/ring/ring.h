@@ -104,6 +104,9 @@ class Ring {
       counters_.cqes += n;
       total += n;
       for (unsigned i = 0; i < n; ++i) {
+        if ((copies[i].flags & IORING_CQE_F_MORE) == 0) {
+          --inflight_;
+        }
         fn(static_cast<const io_uring_cqe&>(copies[i]));
       }
     }
@@ -156,6 +159,9 @@ class Ring {
 
   const RingFeatures& features() const noexcept { return features_; }
   const RingCounters& counters() const noexcept { return counters_; }
+  // Operations taken (SQEs) whose final CQE (one without kCqeMore) has not been reaped:
+  // what the kernel may still reference.
+  uint64_t inflight() const noexcept { return inflight_; }
   int fd() const noexcept { return ring_.ring_fd; }
 
  private:
@@ -169,6 +175,7 @@ class Ring {
   std::vector<int> free_buffers_;
   RingFeatures features_;
   RingCounters counters_;
+  uint64_t inflight_ = 0;
 };
 
 }  // namespace ringxfer::ring

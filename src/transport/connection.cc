@@ -153,6 +153,12 @@ void Worker::close_conn(Conn* c, const absl::Status& why, bool hostile) {
   }
   c->state = ConnState::kClosing;
   t_->counters.connections_closed.fetch_add(1, std::memory_order_relaxed);
+  if (stopping_) {
+    // Shutting down: closing resets the connection and frees what its send queue holds,
+    // so zero-copy notifications come now instead of when a peer reads (or never).
+    const linger abort{1, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+  }
   // Make every operation of this socket in the kernel finish now, with an error.
   ::shutdown(c->fd, SHUT_RDWR);
   loop_->ring().cancel_fd(c->fd);
@@ -218,7 +224,11 @@ void Worker::maybe_release(Conn* c) {
         maybe_finish(c->peer, op);
       }
     }
-    c->rx_in.reset();
+    if (c->rx_in != nullptr) {
+      std::shared_ptr<InOp> in = std::move(c->rx_in);
+      --in->receiving;
+      release_if_idle(*in);
+    }
     free_conn(c);
   }
 }

@@ -105,6 +105,7 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
     return;
   }
   c->rx_in = in;
+  ++in->receiving;
   start_payload(c, std::move(dest), payload);
 }
 

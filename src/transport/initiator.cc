@@ -116,6 +116,7 @@ void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
     }
   }
   op->finished = true;
+  op->pins.clear();  // nothing of it is in the kernel any more
   auto it = p->out_ops.find(op->seq);
   if (it != p->out_ops.end() && it->second == op) {
     p->out_ops.erase(it);

@@ -40,6 +40,7 @@ struct OutOp {
   uint64_t received = 0;  // read: payload bytes placed
   Coverage coverage;      // read: bytes claimed by data frames (each at most once)
   std::vector<uint64_t> starts;  // read: where each piece starts in the transfer
+  std::vector<memory::Pin> pins;  // the local region, held until no byte moves
   bool remote_done = false;
   bool failed = false;
   bool finished = false;
@@ -62,7 +63,9 @@ struct InOp {
   int64_t deadline_ns = 0;
   int pending = 0;  // read: send items and notifications outstanding
   absl::Status status;
-  bool reported = false;         // the inbound status was recorded
+  std::vector<memory::Pin> pins;  // the regions it resolved, held until no byte moves
+  int receiving = 0;              // write: payload receives into its memory in progress
+  bool reported = false;          // the inbound status was recorded
   bool completion_sent = false;  // the completion frame was queued
 };
 

@@ -116,6 +116,100 @@ void Worker::tick() {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Deregistration
+
+void Worker::release_if_idle(InOp& in) {
+  if (!in.status.ok() && in.pending == 0 && in.receiving == 0) {
+    in.pins.clear();
+  }
+}
+
+template <typename Pred>
+void Worker::drop_unstarted(const std::vector<Conn*>& conns, Pred&& owned) {
+  std::vector<SendItem> dropped;
+  for (Conn* c : conns) {
+    if (c != nullptr && c->state != ConnState::kClosing) {
+      c->tx.drop_unstarted_if(owned, dropped);
+    }
+  }
+  for (SendItem& item : dropped) {
+    // Not a failure of the connection: the transfer itself failed.
+    if (item.out) {
+      --item.out->pending;
+    }
+    if (item.in) {
+      --item.in->pending;
+    }
+  }
+}
+
+void Worker::fence(const memory::RegionUse* use, uint64_t id) {
+  reclaim();
+  auto holds = [use](const std::vector<memory::Pin>& pins) {
+    return std::ranges::any_of(pins, [use](const memory::Pin& p) { return p.use() == use; });
+  };
+  for (auto& [key, up] : peers_) {
+    Peer* p = up.get();
+    std::vector<std::shared_ptr<OutOp>> outs;
+    for (auto& [seq, op] : p->out_ops) {
+      if (!op->finished && holds(op->pins)) {
+        outs.push_back(op);
+      }
+    }
+    for (auto& op : p->backlog) {
+      if (!op->finished && holds(op->pins)) {
+        outs.push_back(op);
+      }
+    }
+    std::vector<std::shared_ptr<InOp>> ins;
+    for (auto& [seq, in] : p->in_ops) {
+      if (holds(in->pins)) {
+        ins.push_back(in);
+      }
+    }
+    if (outs.empty() && ins.empty()) {
+      continue;
+    }
+    std::vector<Conn*> out_conns = p->out_data;
+    out_conns.push_back(p->out_ctrl);
+    for (auto& op : outs) {
+      fail_op(op, absl::FailedPreconditionError(absl::StrFormat(
+                      "local memory %d was deregistered during transfer %d", id, op->id)));
+      // Frames not yet started never go; those in the kernel finish first.
+      drop_unstarted(out_conns, [&op](const SendItem& item) { return item.out == op; });
+    }
+    std::vector<Conn*> in_conns = p->in_data;
+    in_conns.push_back(p->in_ctrl);
+    for (auto& in : ins) {
+      if (in->status.ok()) {
+        in->status = absl::FailedPreconditionError(absl::StrFormat(
+            "memory %d was deregistered during transfer %d from %s", id, in->id, key));
+      }
+      if (in->kind == wire::OpKind::kRead && !in->completion_sent) {
+        // The rest of the read is not sent; its completion says why.
+        drop_unstarted(in_conns, [&in](const SendItem& item) { return item.in == in; });
+      }
+      release_if_idle(*in);
+    }
+    std::erase_if(p->backlog, [](const std::shared_ptr<OutOp>& op) {
+      if (op->failed && !op->finished) {
+        op->finished = true;
+        op->pins.clear();
+        std::move(op->done)(op->result);
+        return true;
+      }
+      return false;
+    });
+    for (auto& op : outs) {
+      maybe_finish(p, op);
+    }
+    for (auto& in : ins) {
+      maybe_finish_in(p, in);
+    }
+  }
+}
+
 void Worker::shutdown() {
   reclaim();
   stopping_ = true;
@@ -135,7 +229,8 @@ void Worker::shutdown() {
 }
 
 void Worker::abandon() {
-  // The loop has stopped: nothing runs on the kernel's behalf any more.
+  // On the ring thread, the last thing it does: the kernel holds nothing of ours (or the
+  // drain timed out, which was logged).
   for (auto& [key, p] : peers_) {
     for (auto& [id, op] : p->out_ops) {
       if (!op->finished) {

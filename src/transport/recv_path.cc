@@ -310,6 +310,8 @@ void Worker::on_payload_done(Conn* c) {
   if (c->rx_in) {
     std::shared_ptr<InOp> in = std::move(c->rx_in);
     in->received += bytes;
+    --in->receiving;
+    release_if_idle(*in);
     maybe_finish_in(c->peer, in);
   } else if (!placed && !c->outbound && c->peer != nullptr) {
     // Discarded payload of a failed write: count it toward that transfer.

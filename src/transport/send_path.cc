@@ -188,6 +188,7 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
   }
   if (in) {
     --in->pending;
+    release_if_idle(*in);
     maybe_finish_in(in->peer, in);
   }
 }
@@ -247,6 +248,7 @@ void Worker::item_done(SendItem& item, bool ok) {
     if (!ok && in->status.ok()) {
       in->status = absl::UnavailableError("the connection closed before the data was sent");
     }
+    release_if_idle(*in);
     maybe_finish_in(in->peer, in);
   }
 }

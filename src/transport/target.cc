@@ -75,7 +75,8 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
   }
   std::optional<memory::Region> region;  // the lock is taken once per distinct region
   for (const wire::Segment s : r.segments) {
-    absl::StatusOr<std::byte*> at = t_->registry->resolve(s.memory_id, s.offset, s.length, region);
+    absl::StatusOr<std::byte*> at =
+        t_->registry->resolve(s.memory_id, s.offset, s.length, region, in->pins);
     if (!at.ok()) {
       in->status = at.status();
       break;
@@ -126,6 +127,7 @@ void Worker::maybe_finish_in(Peer* p, const std::shared_ptr<InOp>& in) {
     return;
   }
   p->in_ops.erase(it);
+  in->pins.clear();  // nothing of it is in the kernel any more
   const absl::Status st = in->status;
   if (!in->completion_sent) {
     in->completion_sent = true;

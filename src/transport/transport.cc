@@ -120,36 +120,20 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
 }
 
 Transport::~Transport() {
-  std::vector<std::future<void>> shut;
+  // 1. Every ring closes its connections and fails its transfers; after this no ring
+  //    hands work to another (stopping_ refuses it).
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
-    auto done = std::make_shared<std::promise<void>>();
-    shut.push_back(done->get_future());
-    wp->loop().post([wp, done] {
-      wp->shutdown();
-      done->set_value();
-    });
+    wp->loop().call([wp] { wp->shutdown(); });
   }
-  for (auto& f : shut) {
-    f.wait();
-  }
-  // Let the kernel finish what the shutdown cancelled, within reason.
-  for (int i = 0; i < 2000; ++i) {
-    bool idle = true;
-    for (auto& w : impl_->workers) {
-      idle &= w->live_conns.load() == 0;
-    }
-    if (idle) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  // Stop every ring thread before any worker is abandoned: a worker may post to another.
+  // 2. Each ring keeps entering the kernel until every operation it submitted, and every
+  //    zero-copy notification, has completed; then what is left finishes on that ring
+  //    thread. Nothing the kernel still references is released before its CQE.
+  constexpr int64_t kDrainTimeoutNs = 10'000'000'000;
   for (auto& w : impl_->workers) {
-    w->stop_loop();
-  }
-  for (auto& w : impl_->workers) {
-    w->abandon();
+    Worker* wp = w.get();
+    wp->loop().drain_and_stop([wp] { return wp->drained(); }, [wp] { wp->abandon(); },
+                              kDrainTimeoutNs);
   }
   if (impl_->listen_fd >= 0) {
     ::close(impl_->listen_fd);
@@ -192,9 +176,21 @@ void Transport::remove_peer(const std::string& key) {
   w.loop().post([&w, key] { w.remove_peer(key); });
 }
 
+bool Transport::on_ring_thread() const {
+  return std::ranges::any_of(impl_->workers, [](const std::unique_ptr<Worker>& w) {
+    return w->loop().in_loop_thread();
+  });
+}
+
+void Transport::fence(const memory::RegionUse* use, uint64_t id) {
+  impl_->on_every_worker([use, id](Worker& w) { w.fence(use, id); });
+}
+
 void Transport::start(const std::string& peer_key, wire::OpKind op, uint64_t id,
-                      std::vector<Piece> pieces, DoneFn done, uint16_t parts) {
+                      std::vector<Piece> pieces, DoneFn done, uint16_t parts,
+                      std::vector<memory::Pin> pins) {
   auto o = std::make_shared<OutOp>();
+  o->pins = std::move(pins);
   o->id = id;
   o->parts = parts;
   o->kind = op;

@@ -116,8 +116,18 @@ class Transport {
   // Thread-safe. Starts a transfer of `pieces` (1..wire::kSegmentsMax, each length > 0)
   // to or from `peer_key`; `done` runs once when it is final.
   // `parts` goes into the request (see wire::Request::parts).
+  // `pins` hold the local regions of `pieces` until the transfer is final.
   void start(const std::string& peer_key, wire::OpKind op, uint64_t id, std::vector<Piece> pieces,
-             DoneFn done, uint16_t parts = 0);
+             DoneFn done, uint16_t parts = 0, std::vector<memory::Pin> pins = {});
+
+  // Thread-safe. After region `id` (held through `use`) left the registry: fails every
+  // transfer holding it, on both sides, and sends none of their frames not yet started;
+  // sends and receives already in the kernel finish. Returns once every ring thread did
+  // this (from a ring thread: once this one did, the others are told). The caller then
+  // waits for use->users() to reach 0.
+  void fence(const memory::RegionUse* use, uint64_t id);
+  // Whether the calling thread is one of this transport's ring threads.
+  bool on_ring_thread() const;
 
   const Counters& counters() const;
   LoopStats loop_stats() const;

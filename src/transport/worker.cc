@@ -91,7 +91,10 @@ void Worker::free_conn(Conn* c) {
     c->fd = -1;
   }
   c->rx_out.reset();
-  c->rx_in.reset();
+  if (c->rx_in != nullptr) {
+    --c->rx_in->receiving;
+    c->rx_in.reset();
+  }
   released_.push_back(c->slot);
   live_conns.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -135,9 +135,17 @@ class Worker final : public ring::CompletionHandler {
                      uint64_t capabilities);
   void shutdown();
   void stop_loop() { loop_->stop(); }
+  // After shutdown(): no connection left, no zero-copy notification and no operation of
+  // this ring in the kernel.
+  bool drained() const {
+    return live_conns.load(std::memory_order_relaxed) == 0 && zc_free_.size() == zc_.size() &&
+           loop_->inflight() == 0;
+  }
   // Registered memory as io_uring fixed buffers (zero-copy sends from it).
   void add_fixed_buffer(std::byte* base, uint64_t len);
   void remove_fixed_buffer(std::byte* base);
+  // Fails the transfers holding region `id` (Transport::fence).
+  void fence(const memory::RegionUse* use, uint64_t id);
   // After the loop has stopped: fail what is left without touching the kernel.
   void abandon();
 
@@ -213,6 +221,11 @@ class Worker final : public ring::CompletionHandler {
   void maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op);
   void serve_read(Peer* p, const std::shared_ptr<InOp>& in);
   void maybe_finish_in(Peer* p, const std::shared_ptr<InOp>& in);
+  // A failed served transfer lets go of its regions once no byte of it is in the kernel.
+  static void release_if_idle(InOp& in);
+  // Drops the frames of `owner` not yet started from the queues of `conns`.
+  template <typename Pred>
+  void drop_unstarted(const std::vector<Conn*>& conns, Pred&& owned);
   void report_inbound(Peer* p, InOp& in, const absl::Status& st);
   void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
                  const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,

@@ -83,7 +83,7 @@ TEST(Regression, FreshInitiatorsReadConcurrentlyFromOneTarget) {
 
 // Issue 10, 2: once deregister_memory returns, no byte of a peer's write in flight may
 // land in the region, and the write reports a failure, not success.
-TEST(Regression, DISABLED_DeregistrationFencesAWriteInFlight) {
+TEST(Regression, DeregistrationFencesAWriteInFlight) {
   EngineConfig cfg;
   cfg.rings = 1;
   cfg.timeout = seconds(20);
@@ -124,7 +124,7 @@ TEST(Regression, DISABLED_DeregistrationFencesAWriteInFlight) {
 }
 
 // Issue 10, 2, the read side: once deregister_memory returns, no byte leaves the region.
-TEST(Regression, DISABLED_DeregistrationFencesAReadInFlight) {
+TEST(Regression, DeregistrationFencesAReadInFlight) {
   EngineConfig cfg;
   cfg.rings = 1;
   cfg.timeout = seconds(20);
@@ -288,7 +288,7 @@ TEST(Regression, TeardownFinishesEveryTransferOnARingThread) {
 
 // Issue 10, 8: in a child made by fork(), an engine of the parent fails fast and clearly
 // and its destruction does not hang.
-TEST(Regression, DISABLED_ForkedChildFailsFastAndExits) {
+TEST(Regression, ForkedChildFailsFastAndExits) {
   auto a = Engine::create("parent-a");
   auto b = Engine::create("parent-b");
   ASSERT_TRUE(a.ok() && b.ok());

@@ -51,9 +51,10 @@ class TransferStatus {
   absl::StatusCode code() const { return status().code(); }
   std::string message() const { return std::string(status().message()); }
 
-  // Blocks until final or `timeout` passes (< 0: no limit); returns done(). It first
-  // yields the CPU in a loop for up to the spin time given at construction (a transfer
-  // that ends within it costs no sleep and wake-up), then sleeps on a condition variable.
+  // Blocks until final or `timeout` passes (< 0, or too long to add to steady_clock's
+  // now: no limit); returns done(). It first yields the CPU in a loop for up to the spin
+  // time given at construction (a transfer that ends within it costs no sleep and
+  // wake-up), then sleeps on a condition variable.
   bool wait(std::chrono::nanoseconds timeout) const;
   void wait() const;
 
@@ -79,9 +80,10 @@ class TransferStatus {
 
 using StatusHandle = std::shared_ptr<TransferStatus>;
 
-// Waits for every status (timeout < 0: without limit; 0: just polls; > 0: one deadline
-// for all). Returns OK when all succeeded, the first failure in list order once all
-// are final, or kDeadlineExceeded when the deadline passed with some still running.
+// Waits for every status (timeout < 0, or too long to add to steady_clock's now: without
+// limit; 0: just polls; > 0: one deadline for all). Returns OK when all succeeded, the
+// first failure in list order once all are final, or kDeadlineExceeded when the deadline
+// passed with some still running.
 absl::Status wait_all(std::span<const StatusHandle> statuses, std::chrono::milliseconds timeout);
 
 }  // namespace ringxfer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import math
 import os
 import socket
 import weakref
@@ -80,9 +81,12 @@ def _status_wait(self: TransferStatus, timeout: Optional[float] = None) -> Trans
     """Blocks until the transfer is final (the GIL is released meanwhile).
 
     Returns the status on success; raises :class:`TransferError` on failure and
-    ``TimeoutError`` if ``timeout`` seconds pass first."""
-    if timeout is None:
+    ``TimeoutError`` if ``timeout`` seconds pass first (``None`` or ``math.inf``: no
+    limit; a timeout too long for the clock is no limit either)."""
+    if timeout is None or timeout == math.inf:
         self.Wait()
+    elif math.isnan(timeout):
+        raise ValueError("wait: timeout is NaN")
     elif not self.WaitFor(max(0, int(timeout * 1000))):
         raise TimeoutError(f"transfer {self.transfer_id} still in progress after {timeout} s")
     return _raise_if_failed(self)
@@ -146,7 +150,8 @@ TransferStatus.__await__ = _status_await
 
 def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
     """Waits for all statuses: SUCCESS, the first failure's code, or IN_PROGRESS when
-    ``timeout_ms`` (0: poll; negative: no limit; positive: one shared deadline) ran out."""
+    ``timeout_ms`` (0: poll; negative or too long for the clock: no limit; positive: one
+    shared deadline) ran out."""
     return _core.wait_all(list(statuses), int(timeout_ms))
 
 
@@ -193,7 +198,8 @@ class IOEngineSession:
         return self._sess.batch_write(local_offsets, remote_offsets, sizes, uid)
 
     def alive(self) -> bool:
-        """False once the local memory or the remote engine is deregistered."""
+        """False once the local memory or the remote engine is deregistered, or the
+        engine is closed (then every other call raises RuntimeError)."""
         return self._sess.alive()
 
 
@@ -201,7 +207,9 @@ class IOEngine:
     """An engine: MORI-IO's ``IOEngine`` on ringxfer.
 
     ``IOEngine(key, config)`` names the engine; ``create_backend(BackendType.TCP)`` starts
-    it (ring threads, listener). Usable as a context manager; ``close()`` stops it."""
+    it (ring threads, listener). Usable as a context manager; ``close()`` stops it for
+    good. The memory of registered Python objects is held by the C++ core (a buffer
+    export, or a reference), and released only after the engine has stopped."""
 
     def __init__(self, key: str, config: Optional[IOEngineConfig] = None):
         if not isinstance(key, str) or not key:
@@ -209,7 +217,7 @@ class IOEngine:
         self._key = key
         self._config = config if config is not None else IOEngineConfig()
         self._engine: Optional[_core.Engine] = None
-        self._keepalive: dict = {}  # memory id -> the Python object owning that memory
+        self._closed = False
 
     # -- backend --
     def create_backend(self, type: BackendType, config: Optional[TcpBackendConfig] = None) -> None:
@@ -217,6 +225,8 @@ class IOEngine:
         defaults. Afterwards a configured port of 0 has become the bound port."""
         if type != BackendType.TCP:
             raise NotImplementedError(f"ringxfer has only BackendType.TCP, not {type}")
+        if self._closed:
+            raise RuntimeError(f"engine {self._key} is closed: create a new IOEngine")
         if self._engine is not None:
             raise RuntimeError(f"engine {self._key} already has a TCP backend")
         tcp = config if config is not None else TcpBackendConfig()
@@ -230,10 +240,14 @@ class IOEngine:
         self.close()
 
     def close(self) -> None:
-        """Stops the engine (idempotent). Pending transfers fail with ERR_CONNECTION_LOST."""
-        engine, self._engine = self._engine, None
-        self._keepalive.clear()
-        del engine  # joins the ring threads, with the GIL released by the binding
+        """Stops the engine for good (idempotent): pending transfers fail with
+        ERR_CONNECTION_LOST, connections and the listener close, ring threads are joined
+        (the GIL is released meanwhile); only then is registered memory released. From
+        then on every call of the engine and of its sessions raises RuntimeError."""
+        self._closed = True
+        if self._engine is not None:
+            self._engine.close()  # sessions may still reference it: stop it explicitly
+        self._engine = None
 
     def __enter__(self) -> "IOEngine":
         return self
@@ -242,6 +256,8 @@ class IOEngine:
         self.close()
 
     def _e(self) -> "_core.Engine":
+        if self._closed:
+            raise RuntimeError(f"engine {self._key} is closed")
         if self._engine is None:
             raise RuntimeError(
                 f"engine {self._key} has no backend: call create_backend(BackendType.TCP) first"
@@ -280,23 +296,31 @@ class IOEngine:
     ) -> MemoryDesc:
         """Registers memory: ``ptr`` is an address (int), a PyCapsule (as MORI-IO passes),
         a buffer-protocol object (numpy array, bytearray, memoryview) or a DLPack producer.
-        Objects are kept alive until deregister_memory()."""
-        owner = None
-        if isinstance(ptr, int):
-            address = ptr
-        elif type(ptr).__name__ == "PyCapsule":
-            address = _capsule_address(ptr)
-        else:
-            owner, address, length = self._object_memory(ptr)
-            size = length if size is None else size
-            if size > length:
-                raise ValueError(f"register_memory: size {size} is larger than the buffer ({length})")
-        if size is None:
-            raise ValueError("register_memory: size is required with an address")
-        md = self._e().register_memory(address, int(size), int(device_id), mem_loc)
-        if owner is not None:
-            self._keepalive[md.id] = owner
-        return md
+        A buffer-protocol object stays exported (a bytearray cannot be resized) and other
+        objects are kept alive until deregister_memory() or close()."""
+        if isinstance(ptr, int) or type(ptr).__name__ == "PyCapsule":
+            if size is None:
+                raise ValueError("register_memory: size is required with an address")
+            address = ptr if isinstance(ptr, int) else _capsule_address(ptr)
+            return self._e().register_memory(address, int(size), int(device_id), mem_loc)
+        engine = self._e()
+        try:
+            whole = -1 if size is None else int(size)
+            return engine.register_buffer(ptr, whole, int(device_id), mem_loc)
+        except ValueError as e:
+            if "not a C-contiguous buffer" not in str(e):
+                raise
+            if not hasattr(ptr, "__dlpack__"):
+                raise NonContiguousError(str(e)) from None
+        import numpy  # DLPack producers without the buffer protocol (CPU only)
+
+        arr = numpy.from_dlpack(ptr)
+        if not arr.flags.c_contiguous:
+            raise NonContiguousError("register_memory: the DLPack tensor is not contiguous")
+        size = arr.nbytes if size is None else int(size)
+        if size > arr.nbytes:
+            raise ValueError(f"register_memory: size {size} is larger than the buffer ({arr.nbytes})")
+        return engine.register_memory(arr.ctypes.data, size, int(device_id), mem_loc, (ptr, arr))
 
     def register_buffer(self, obj: Any) -> MemoryDesc:
         """Registers a whole buffer-protocol object or DLPack producer."""
@@ -311,31 +335,12 @@ class IOEngine:
             raise ValueError(f"tensors on {tensor.device.type} devices cannot be registered")
         device_id = tensor.device.index if tensor.device.index is not None else -1
         size = tensor.nelement() * tensor.element_size()
-        md = self._e().register_memory(int(tensor.data_ptr()), size, device_id, loc)
-        self._keepalive[md.id] = tensor
-        return md
-
-    @staticmethod
-    def _object_memory(obj: Any):
-        try:
-            address, length = _core.buffer_address(obj)
-            return obj, address, length
-        except ValueError as e:
-            if "not a C-contiguous buffer" not in str(e) or not hasattr(obj, "__dlpack__"):
-                if "not a C-contiguous" in str(e):
-                    raise NonContiguousError(str(e)) from None
-                raise
-        import numpy  # DLPack producers without the buffer protocol (CPU only)
-
-        arr = numpy.from_dlpack(obj)
-        if not arr.flags.c_contiguous:
-            raise NonContiguousError("register_memory: the DLPack tensor is not contiguous")
-        return (obj, arr), arr.ctypes.data, arr.nbytes
+        return self._e().register_memory(int(tensor.data_ptr()), size, device_id, loc, tensor)
 
     def deregister_memory(self, mem_desc: MemoryDesc) -> None:
-        """Forgets a region (no transfer may use it any more)."""
+        """Forgets a region (no transfer may use it any more) and releases the object
+        registered with it."""
         self._e().deregister_memory(mem_desc)
-        self._keepalive.pop(mem_desc.id, None)
 
     # -- transfers --
     def allocate_transfer_uid(self) -> int:
@@ -374,9 +379,11 @@ class IOEngine:
         return self._batch(True, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids)
 
     def create_session(self, local_md: MemoryDesc, remote_md: MemoryDesc) -> Optional[IOEngineSession]:
-        """Binds a local/remote pair once; None when the pair cannot be used."""
+        """Binds a local/remote pair once; None when the pair cannot be used. Raises
+        RuntimeError when the engine is closed."""
+        engine = self._e()
         try:
-            return IOEngineSession(self._e().create_session(local_md, remote_md))
+            return IOEngineSession(engine.create_session(local_md, remote_md))
         except (ValueError, RuntimeError):
             return None
 

@@ -3,6 +3,12 @@
 // Only this folder raises Python exceptions. The GIL is released for every call that
 // can block, and no engine thread ever takes it: completions reach Python through an
 // eventfd (Notifier) or through polling.
+//
+// Lifetime: _core.Engine holds an EngineCore, which owns the C++ engine, the sessions
+// made from it and the Python objects (buffer exports, owners) whose memory it
+// registered. close() destroys the sessions and the engine first, then releases that
+// memory; afterwards every call raises RuntimeError, also through sessions that still
+// reference the core.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <sys/eventfd.h>
@@ -10,9 +16,15 @@
 
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "ringxfer/ringxfer.h"
@@ -122,18 +134,6 @@ T value_or_raise(absl::StatusOr<T> v) {
   return std::move(*v);
 }
 
-// Runs `start` (a call that starts a transfer) with the GIL released, then raises, with
-// the GIL held again, if it failed.
-template <typename Start>
-StatusHandle start_transfer(Start&& start) {
-  absl::StatusOr<StatusHandle> st;
-  {
-    py::gil_scoped_release nogil;
-    st = start();
-  }
-  return value_or_raise(std::move(st));
-}
-
 void ok_or_raise(const absl::Status& st) {
   if (!st.ok()) {
     raise(st);
@@ -176,22 +176,45 @@ void check_data_conns(int n) {
   }
 }
 
+void check_port(const char* name, long long port) {
+  if (port < 0 || port > 65535) {
+    throw py::value_error(std::string(name) + " = " + std::to_string(port) +
+                          " is out of range [0, 65535]");
+  }
+}
+
+// Defines TcpBackendConfig.<name> as a property that refuses negative values (none of
+// the fields gives a negative value a meaning; cast to the engine's unsigned fields, they
+// would wrap).
+template <typename T>
+void def_non_negative(py::class_<TcpBackendConfig>& cls, const char* name,
+                      T TcpBackendConfig::*field, const char* doc) {
+  cls.def_property(
+      name, [field](const TcpBackendConfig& c) { return c.*field; },
+      [field, name](TcpBackendConfig& c, T v) {
+        if (v < 0) {
+          throw py::value_error("TcpBackendConfig." + std::string(name) + " = " +
+                                std::to_string(v) + " is negative");
+        }
+        c.*field = v;
+      },
+      doc);
+}
+
 EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& tcp) {
   EngineConfig c;
   c.host = io.host.empty() ? "127.0.0.1" : io.host;
-  if (io.port < 0 || io.port > 65535) {
-    throw py::value_error("IOEngineConfig.port = " + std::to_string(io.port) +
-                          " is out of range [0, 65535]");
-  }
+  check_port("IOEngineConfig.port", io.port);
   c.port = static_cast<uint16_t>(io.port);
   c.rings = tcp.num_rings;
   c.stripes = tcp.num_data_conns;
   c.timeout = std::chrono::milliseconds(tcp.op_timeout_ms);
+  // The fields are non-negative (their setters check). A striping threshold of 0 stripes
+  // every transfer, as 1 does.
   c.stripe_threshold_bytes =
       static_cast<uint64_t>(std::max<int64_t>(tcp.striping_threshold_bytes, 1));
   c.chunk_bytes = static_cast<uint64_t>(tcp.chunk_bytes);
-  c.zerocopy_threshold_bytes =
-      static_cast<uint64_t>(std::max<int64_t>(tcp.zerocopy_threshold_bytes, 0));
+  c.zerocopy_threshold_bytes = static_cast<uint64_t>(tcp.zerocopy_threshold_bytes);
   c.ring_entries = static_cast<unsigned>(tcp.ring_entries);
   c.wait_spin = std::chrono::microseconds(tcp.wait_spin_us);
   c.sqpoll = tcp.sqpoll;
@@ -236,29 +259,34 @@ class Notifier {
 
 // ---- Buffers ----
 
-struct Buffer {
-  uint64_t address;
-  uint64_t size;
+// Releases a buffer export and frees its Py_buffer. Only with the GIL held.
+struct BufferRelease {
+  void operator()(Py_buffer* view) const {
+    PyBuffer_Release(view);
+    delete view;
+  }
 };
+// While an export exists, its object cannot move or drop its memory: resizing a
+// bytearray raises BufferError, a numpy array cannot be resized.
+using BufferExport = std::unique_ptr<Py_buffer, BufferRelease>;
 
-// A writable, C-contiguous buffer-protocol object's address and size.
-Buffer buffer_of(const py::object& obj) {
-  Py_buffer view;
-  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) != 0) {
+// An export of a writable, C-contiguous, non-empty buffer-protocol object.
+BufferExport export_buffer(const py::object& obj) {
+  auto view = std::make_unique<Py_buffer>();
+  if (PyObject_GetBuffer(obj.ptr(), view.get(), PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) != 0) {
     PyErr_Clear();
-    if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS) == 0) {
-      PyBuffer_Release(&view);
+    if (PyObject_GetBuffer(obj.ptr(), view.get(), PyBUF_C_CONTIGUOUS) == 0) {
+      PyBuffer_Release(view.get());
       throw py::value_error("register_memory: the buffer is read-only (reads would write into it)");
     }
     PyErr_Clear();
     throw py::value_error("register_memory: the object is not a C-contiguous buffer");
   }
-  Buffer b{reinterpret_cast<uint64_t>(view.buf), static_cast<uint64_t>(view.len)};
-  PyBuffer_Release(&view);
-  if (b.size == 0) {
+  BufferExport exported(view.release());
+  if (exported->len == 0) {
     throw py::value_error("register_memory: the buffer is empty");
   }
-  return b;
+  return exported;
 }
 
 std::vector<uint64_t> offsets_of(const py::sequence& seq, const char* name) {
@@ -279,6 +307,189 @@ uint64_t checked(long long v, const char* name) {
     throw py::value_error(std::string(name) + " is negative");
   }
   return static_cast<uint64_t>(v);
+}
+
+// A timeout in milliseconds from any Python int: beyond long long it saturates (a
+// timeout that long is no limit), below it is negative (no limit too).
+long long timeout_ms_of(const py::int_& v) {
+  int overflow = 0;
+  const long long ms = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0) {
+    return overflow > 0 ? LLONG_MAX : -1;
+  }
+  if (ms == -1 && PyErr_Occurred() != nullptr) {
+    throw py::error_already_set();
+  }
+  return ms;
+}
+
+// ---- The engine as Python holds it ----
+
+// What keeps registered memory valid until the engine has stopped using it: an export
+// of the buffer and/or a reference to the object owning the memory. Destroy it only
+// with the GIL held.
+struct Pin {
+  BufferExport view;
+  py::object owner;
+};
+
+// The C++ engine with its sessions and pinned memory. Calls use the engine while they
+// hold mu_ shared; close() takes mu_ exclusively, destroys the sessions and the engine
+// (pending transfers fail, connections close, ring threads are joined), and only then
+// releases the pins. No thread waits for mu_ while holding the GIL for long: blocking
+// calls release the GIL first, and no holder of mu_ ever waits for the GIL, so quick
+// calls may wait for mu_ with the GIL held (only a close() in progress makes them wait).
+class EngineCore : public std::enable_shared_from_this<EngineCore> {
+ public:
+  explicit EngineCore(std::unique_ptr<Engine> engine)
+      : key_(engine->desc().key), engine_(std::move(engine)) {}
+  // Runs with the GIL held: the last reference is dropped by a Python object.
+  ~EngineCore() {
+    {
+      std::unique_lock lock(mu_);
+      stop_locked();
+    }
+    release_pins();
+  }
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  // Runs fn(Engine&) while the engine cannot be closed, with the GIL released when
+  // kReleaseGil (calls that can block); RuntimeError once the engine is closed.
+  template <bool kReleaseGil = true, typename Fn>
+  auto use(Fn&& fn) -> decltype(fn(std::declval<Engine&>())) {
+    std::optional<decltype(fn(std::declval<Engine&>()))> r;
+    if constexpr (kReleaseGil) {
+      py::gil_scoped_release nogil;
+      std::shared_lock lock(mu_);
+      if (engine_ != nullptr) {
+        r.emplace(fn(*engine_));
+      }
+    } else {
+      std::shared_lock lock(mu_);
+      if (engine_ != nullptr) {
+        r.emplace(fn(*engine_));
+      }
+    }
+    if (!r.has_value()) {
+      throw std::runtime_error("engine " + key_ + " is closed");
+    }
+    return std::move(*r);
+  }
+
+  // Stops the engine, then releases the memory it registered. Idempotent; returns once
+  // the engine is stopped, also when another thread's close() stops it.
+  void close() {
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock lock(mu_);
+      stop_locked();
+    }
+    release_pins();
+  }
+
+  // create_session, with the session owned here (destroyed before the engine).
+  Session* create_session(const MemoryDesc& local, const MemoryDesc& remote) {
+    return value_or_raise(use<false>([&](Engine& e) -> absl::StatusOr<Session*> {
+      absl::StatusOr<std::unique_ptr<Session>> s = e.create_session(local, remote);
+      if (!s.ok()) {
+        return s.status();
+      }
+      Session* raw = s->get();
+      std::lock_guard lock(sessions_mu_);
+      sessions_.emplace(raw, std::move(*s));
+      return raw;
+    }));
+  }
+
+  // Destroys a session that no Python object uses any more (a no-op once closed).
+  void drop_session(Session* s) {
+    std::unique_ptr<Session> dead;
+    std::lock_guard lock(sessions_mu_);
+    auto it = sessions_.find(s);
+    if (it != sessions_.end()) {
+      dead = std::move(it->second);
+      sessions_.erase(it);
+    }
+  }
+
+  // False once closed.
+  bool session_alive(const Session& s) {
+    std::shared_lock lock(mu_);
+    return engine_ != nullptr && s.alive();
+  }
+
+  // Keeps `pin` until memory `id` is deregistered or the engine is closed. GIL held.
+  void pin(uint64_t id, Pin pin) {
+    if (pins_released_) {
+      return;  // closed since the registration: the engine no longer uses the memory
+    }
+    pins_[id] = std::move(pin);
+  }
+  // GIL held.
+  void unpin(uint64_t id) {
+    auto it = pins_.find(id);
+    if (it != pins_.end()) {
+      Pin dead = std::move(it->second);
+      pins_.erase(it);
+    }
+  }
+
+ private:
+  // mu_ held exclusively.
+  void stop_locked() {
+    std::unordered_map<Session*, std::unique_ptr<Session>> sessions;
+    {
+      std::lock_guard lock(sessions_mu_);
+      sessions.swap(sessions_);
+    }
+    sessions.clear();  // before the engine they point into
+    engine_.reset();
+  }
+
+  // After the engine stopped; GIL held. Releasing may run Python code (finalizers), so
+  // the pins leave the map first.
+  void release_pins() {
+    pins_released_ = true;
+    std::unordered_map<uint64_t, Pin> pins;
+    pins.swap(pins_);
+    pins.clear();
+  }
+
+  const std::string key_;
+  std::shared_mutex mu_;
+  std::unique_ptr<Engine> engine_;  // guarded by mu_; null once closed
+  std::mutex sessions_mu_;
+  std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;  // guarded by sessions_mu_
+  std::unordered_map<uint64_t, Pin> pins_;                           // guarded by the GIL
+  bool pins_released_ = false;                                       // guarded by the GIL
+};
+
+// A session as _core.Session holds it: owned by the core, usable while it is open.
+class SessionRef {
+ public:
+  SessionRef(std::shared_ptr<EngineCore> core, Session* session)
+      : core_(std::move(core)), session_(session) {}
+  ~SessionRef() { core_->drop_session(session_); }
+  SessionRef(const SessionRef&) = delete;
+  SessionRef& operator=(const SessionRef&) = delete;
+
+  template <bool kReleaseGil = true, typename Fn>
+  auto use(Fn&& fn) {
+    return core_->use<kReleaseGil>([&](Engine&) { return fn(*session_); });
+  }
+  bool alive() { return core_->session_alive(*session_); }
+
+ private:
+  std::shared_ptr<EngineCore> core_;
+  Session* session_;  // owned by core_; destroyed by close() or by this object
+};
+
+// Starts a transfer through `owner` (an EngineCore or a SessionRef) with the GIL
+// released, then raises, with the GIL held again, if it failed or the engine is closed.
+template <typename Owner, typename Start>
+StatusHandle start_on(Owner& owner, Start&& start) {
+  return value_or_raise(owner.use(std::forward<Start>(start)));
 }
 
 }  // namespace
@@ -323,15 +534,18 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<IOEngineConfig>(m, "IOEngineConfig", "Where an engine listens.")
       .def(py::init([](std::string host, int port) {
-             if (port < 0 || port > 65535) {
-               throw py::value_error("IOEngineConfig.port = " + std::to_string(port) +
-                                     " is out of range [0, 65535]");
-             }
+             check_port("IOEngineConfig.port", port);
              return IOEngineConfig{std::move(host), port};
            }),
            py::arg("host") = "", py::arg("port") = 0)
       .def_readwrite("host", &IOEngineConfig::host, "Address to listen on ('' = 127.0.0.1).")
-      .def_readwrite("port", &IOEngineConfig::port, "Port (0 = ephemeral).")
+      .def_property(
+          "port", [](const IOEngineConfig& c) { return c.port; },
+          [](IOEngineConfig& c, int port) {
+            check_port("IOEngineConfig.port", port);
+            c.port = port;
+          },
+          "Port, 0..65535 (0 = ephemeral).")
       .def("__repr__", [](const IOEngineConfig& c) {
         return "IOEngineConfig(host='" + c.host + "', port=" + std::to_string(c.port) + ")";
       });
@@ -353,25 +567,39 @@ PYBIND11_MODULE(_core, m) {
             return self.cast<TcpBackendConfig>();
           }),
           "Keyword arguments set fields by name; unknown names raise TypeError.");
-#define RX_TCP_FIELD(name, doc) tcp.def_readwrite(#name, &TcpBackendConfig::name, doc)
-  RX_TCP_FIELD(sock_sndbuf_bytes, "SO_SNDBUF in bytes (0 = kernel autotuning).");
-  RX_TCP_FIELD(sock_rcvbuf_bytes, "SO_RCVBUF in bytes (0 = kernel autotuning).");
+  // Numeric fields refuse negative values when set (ValueError naming field and value);
+  // the engine checks the remaining ranges when the backend is created.
+#define RX_TCP_FIELD(name, doc) def_non_negative(tcp, #name, &TcpBackendConfig::name, doc)
+  RX_TCP_FIELD(sock_sndbuf_bytes, "SO_SNDBUF in bytes (0 = kernel autotuning; at most 1 GiB).");
+  RX_TCP_FIELD(sock_rcvbuf_bytes, "SO_RCVBUF in bytes (0 = kernel autotuning; at most 1 GiB).");
   RX_TCP_FIELD(op_timeout_ms, "Per-transfer timeout in milliseconds.");
-  RX_TCP_FIELD(enable_keepalive, "TCP keepalive.");
   RX_TCP_FIELD(keepalive_idle_sec, "TCP_KEEPIDLE.");
   RX_TCP_FIELD(keepalive_intvl_sec, "TCP_KEEPINTVL.");
   RX_TCP_FIELD(keepalive_cnt, "TCP_KEEPCNT.");
-  RX_TCP_FIELD(enable_ctrl_nodelay, "TCP_NODELAY.");
-  RX_TCP_FIELD(striping_threshold_bytes, "Transfers this large are striped over data connections.");
+  RX_TCP_FIELD(striping_threshold_bytes,
+               "Transfers this large are striped over data connections (0: every transfer).");
   RX_TCP_FIELD(num_rings, "ringxfer: ring threads per engine (1..64).");
   RX_TCP_FIELD(zerocopy_threshold_bytes, "ringxfer: sends this large use SEND_ZC (0 = off).");
   RX_TCP_FIELD(chunk_bytes, "ringxfer: largest data frame of a striped transfer.");
   RX_TCP_FIELD(ring_entries, "ringxfer: io_uring submission queue size (power of two).");
   RX_TCP_FIELD(wait_spin_us,
                "ringxfer: microseconds Wait() yields the CPU before it sleeps (0..10000).");
-  RX_TCP_FIELD(sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
-  RX_TCP_FIELD(ring_cpus, "ringxfer: CPUs to pin ring threads to.");
 #undef RX_TCP_FIELD
+  tcp.def_readwrite("enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
+  tcp.def_readwrite("enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
+  tcp.def_readwrite("sqpoll", &TcpBackendConfig::sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
+  tcp.def_property(
+      "ring_cpus", [](const TcpBackendConfig& c) { return c.ring_cpus; },
+      [](TcpBackendConfig& c, std::vector<int> cpus) {
+        for (size_t i = 0; i < cpus.size(); ++i) {
+          if (cpus[i] < 0) {
+            throw py::value_error("TcpBackendConfig.ring_cpus[" + std::to_string(i) +
+                                  "] = " + std::to_string(cpus[i]) + " is negative");
+          }
+        }
+        c.ring_cpus = std::move(cpus);
+      },
+      "ringxfer: CPUs to pin ring threads to.");
   tcp.def_property(
       "num_data_conns", [](const TcpBackendConfig& c) { return c.num_data_conns; },
       [](TcpBackendConfig& c, int n) {
@@ -381,8 +609,9 @@ PYBIND11_MODULE(_core, m) {
       "Data connections per peer, 1..16 (ValueError otherwise).");
 
   py::class_<EngineDesc>(m, "EngineDesc", "What one engine tells another to be reached.")
-      .def(py::init([](std::string key, std::string host, int port, std::string hostname,
+      .def(py::init([](std::string key, std::string host, long long port, std::string hostname,
                        std::string node_id, int pid) {
+             check_port("EngineDesc.port", port);
              EngineDesc d;
              d.key = std::move(key);
              d.host = std::move(host);
@@ -482,16 +711,22 @@ PYBIND11_MODULE(_core, m) {
           "Blocks (GIL released) until the transfer is final.")
       .def(
           "WaitFor",
-          [](const TransferStatus& s, long long timeout_ms) {
+          [](const TransferStatus& s, const py::int_& timeout) {
+            const long long timeout_ms = timeout_ms_of(timeout);
+            // More than nanoseconds hold is no limit either.
+            constexpr long long kMaxMs = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::nanoseconds::max())
+                                             .count();
             py::gil_scoped_release nogil;
-            if (timeout_ms < 0) {
+            if (timeout_ms < 0 || timeout_ms > kMaxMs) {
               s.wait();
               return true;
             }
             return s.wait(std::chrono::milliseconds(timeout_ms));
           },
           py::arg("timeout_ms") = -1,
-          "Blocks up to timeout_ms (negative: no limit); True when final.")
+          "Blocks up to timeout_ms (negative, or too large for the clock: no limit); True when "
+          "final.")
       .def(
           "add_notifier",
           [](const std::shared_ptr<TransferStatus>& s, std::shared_ptr<Notifier> n) {
@@ -510,129 +745,173 @@ PYBIND11_MODULE(_core, m) {
         return r + ")";
       });
 
-  py::class_<Session>(m, "Session", "A local/remote memory pair bound once.")
-      .def("allocate_transfer_uid", &Session::allocate_transfer_id)
+  py::class_<SessionRef>(m, "Session",
+                         "A local/remote memory pair bound once. Its calls raise RuntimeError "
+                         "once the engine is closed.")
+      .def("allocate_transfer_uid",
+           [](SessionRef& s) {
+             return s.use<false>([](Session& x) { return x.allocate_transfer_id(); });
+           })
       .def(
           "write",
-          [](Session& s, long long lo, long long ro, long long size, uint64_t uid) {
+          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_transfer([&] { return s.write(a, b, n, uid); });
+            return start_on(s, [&](Session& x) { return x.write(a, b, n, uid); });
           },
           py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
       .def(
           "read",
-          [](Session& s, long long lo, long long ro, long long size, uint64_t uid) {
+          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_transfer([&] { return s.read(a, b, n, uid); });
+            return start_on(s, [&](Session& x) { return x.read(a, b, n, uid); });
           },
           py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
       .def(
           "batch_write",
-          [](Session& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
+          [](SessionRef& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
              uint64_t uid) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            return start_transfer([&] { return s.batch_write(l, r, z, uid); });
+            return start_on(s, [&](Session& x) { return x.batch_write(l, r, z, uid); });
           },
           py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
       .def(
           "batch_read",
-          [](Session& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
+          [](SessionRef& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
              uint64_t uid) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            return start_transfer([&] { return s.batch_read(l, r, z, uid); });
+            return start_on(s, [&](Session& x) { return x.batch_read(l, r, z, uid); });
           },
           py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
-      .def("alive", &Session::alive);
+      .def("alive", &SessionRef::alive,
+           "False once a memory or the peer is deregistered, or the "
+           "engine is closed.");
 
-  py::class_<Engine>(m, "Engine", "A ringxfer engine (the C++ Engine).")
+  py::class_<EngineCore, std::shared_ptr<EngineCore>>(
+      m, "Engine",
+      "A ringxfer engine (the C++ Engine). close() stops it; then every call raises "
+      "RuntimeError.")
       .def(py::init(
                [](const std::string& key, const IOEngineConfig& io, const TcpBackendConfig& tcp) {
                  EngineConfig c = to_engine_config(io, tcp);
-                 std::unique_ptr<Engine> e;
+                 absl::StatusOr<std::unique_ptr<Engine>> r;
                  {
                    py::gil_scoped_release nogil;
-                   absl::StatusOr<std::unique_ptr<Engine>> r = Engine::create(key, c);
-                   if (!r.ok()) {
-                     py::gil_scoped_acquire gil;
-                     raise(r.status());
-                   }
-                   e = std::move(*r);
+                   r = Engine::create(key, c);
                  }
-                 return e;
+                 if (!r.ok()) {
+                   raise(r.status());
+                 }
+                 return std::make_shared<EngineCore>(std::move(*r));
                }),
            py::arg("key"), py::arg("config"), py::arg("tcp"))
-      .def("desc", &Engine::desc)
+      .def("close", &EngineCore::close,
+           "Stops the engine (pending transfers fail, connections close, ring threads are "
+           "joined; the GIL is released meanwhile), then releases the memory it holds. "
+           "Idempotent; sessions made from it fail from then on.")
+      .def("desc", [](EngineCore& c) { return c.use<false>([](Engine& e) { return e.desc(); }); })
       .def(
           "register_remote_engine",
-          [](Engine& e, const EngineDesc& d) {
-            py::gil_scoped_release nogil;  // resolves the host name
-            absl::Status st = e.register_remote_engine(d);
-            py::gil_scoped_acquire gil;
-            ok_or_raise(st);
+          [](EngineCore& c, const EngineDesc& d) {
+            // Resolves the host name: the GIL is released.
+            ok_or_raise(c.use([&](Engine& e) { return e.register_remote_engine(d); }));
           },
           py::arg("desc"))
       .def(
           "deregister_remote_engine",
-          [](Engine& e, const EngineDesc& d) { ok_or_raise(e.deregister_remote_engine(d)); },
+          [](EngineCore& c, const EngineDesc& d) {
+            ok_or_raise(c.use([&](Engine& e) { return e.deregister_remote_engine(d); }));
+          },
           py::arg("desc"))
       .def(
           "register_memory",
-          [](Engine& e, uint64_t address, long long size, int device_id, MemoryLocationType loc) {
+          [](EngineCore& c, uint64_t address, long long size, int device_id, MemoryLocationType loc,
+             py::object owner) {
             const MemoryLocation l =
                 loc == MemoryLocationType::kGpu ? MemoryLocation::kGpu : MemoryLocation::kCpu;
             const uint64_t n = checked(size, "size");
-            absl::StatusOr<MemoryDesc> r;
-            {
-              py::gil_scoped_release nogil;  // waits for every ring thread (fixed buffers)
-              r = e.register_memory(reinterpret_cast<void*>(address), n, l, device_id);
+            // Waits for every ring thread (fixed buffers): the GIL is released.
+            MemoryDesc md = value_or_raise(c.use([&](Engine& e) {
+              return e.register_memory(reinterpret_cast<void*>(address), n, l, device_id);
+            }));
+            if (!owner.is_none()) {
+              c.pin(md.id, Pin{nullptr, std::move(owner)});
             }
-            return value_or_raise(std::move(r));
+            return md;
           },
           py::arg("address"), py::arg("size"), py::arg("device_id") = -1,
-          py::arg("loc") = MemoryLocationType::kCpu)
+          py::arg("loc") = MemoryLocationType::kCpu, py::arg("owner") = py::none(),
+          "Registers [address, address+size); `owner` (if not None) is kept until "
+          "deregister_memory() or close().")
+      .def(
+          "register_buffer",
+          [](EngineCore& c, const py::object& obj, long long size, int device_id,
+             MemoryLocationType loc) {
+            BufferExport view = export_buffer(obj);
+            const auto length = static_cast<uint64_t>(view->len);
+            const uint64_t n = size < 0 ? length : static_cast<uint64_t>(size);
+            if (n > length) {
+              throw py::value_error("register_memory: size " + std::to_string(n) +
+                                    " is larger than the buffer (" + std::to_string(length) + ")");
+            }
+            const MemoryLocation l =
+                loc == MemoryLocationType::kGpu ? MemoryLocation::kGpu : MemoryLocation::kCpu;
+            void* address = view->buf;
+            MemoryDesc md = value_or_raise(
+                c.use([&](Engine& e) { return e.register_memory(address, n, l, device_id); }));
+            c.pin(md.id, Pin{std::move(view), py::none()});
+            return md;
+          },
+          py::arg("buffer"), py::arg("size") = -1, py::arg("device_id") = -1,
+          py::arg("loc") = MemoryLocationType::kCpu,
+          "Registers the first `size` bytes (negative: all) of a writable C-contiguous "
+          "buffer-protocol object and holds an export of it until deregister_memory() or "
+          "close() (a bytearray cannot be resized meanwhile).")
       .def(
           "deregister_memory",
-          [](Engine& e, const MemoryDesc& d) {
-            absl::Status st;
-            {
-              py::gil_scoped_release nogil;  // waits for every ring thread (fixed buffers)
-              st = e.deregister_memory(d);
+          [](EngineCore& c, const MemoryDesc& d) {
+            // Waits for every ring thread (fixed buffers): the GIL is released.
+            absl::Status st = c.use([&](Engine& e) { return e.deregister_memory(d); });
+            if (st.ok()) {
+              c.unpin(d.id);
             }
             ok_or_raise(st);
           },
           py::arg("desc"))
-      .def("allocate_transfer_uid", &Engine::allocate_transfer_id)
+      .def("allocate_transfer_uid",
+           [](EngineCore& c) {
+             return c.use<false>([](Engine& e) { return e.allocate_transfer_id(); });
+           })
       .def(
           "write",
-          [](Engine& e, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
+          [](EngineCore& c, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
              long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_transfer([&] { return e.write(l, a, r, b, n, uid); });
+            return start_on(c, [&](Engine& e) { return e.write(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
           py::arg("size"), py::arg("uid"))
       .def(
           "read",
-          [](Engine& e, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
+          [](EngineCore& c, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
              long long size, uint64_t uid) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_transfer([&] { return e.read(l, a, r, b, n, uid); });
+            return start_on(c, [&](Engine& e) { return e.read(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
           py::arg("size"), py::arg("uid"))
       .def(
           "batch",
-          [](Engine& e, bool write, const MemoryDesc& l, const py::sequence& lo,
+          [](EngineCore& c, bool write, const MemoryDesc& l, const py::sequence& lo,
              const MemoryDesc& r, const py::sequence& ro, const py::sequence& sz, uint64_t uid) {
             auto a = offsets_of(lo, "local_offsets"), b = offsets_of(ro, "remote_offsets"),
                  n = offsets_of(sz, "sizes");
-            return start_transfer([&] {
+            return start_on(c, [&](Engine& e) {
               return write ? e.batch_write(l, a, r, b, n, uid) : e.batch_read(l, a, r, b, n, uid);
             });
           },
@@ -640,18 +919,18 @@ PYBIND11_MODULE(_core, m) {
           py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
       .def(
           "create_session",
-          [](Engine& e, const MemoryDesc& l, const MemoryDesc& r) {
-            return value_or_raise(e.create_session(l, r));
+          [](EngineCore& c, const MemoryDesc& l, const MemoryDesc& r) {
+            return std::make_unique<SessionRef>(c.shared_from_this(), c.create_session(l, r));
           },
-          py::arg("local"), py::arg("remote"), py::keep_alive<0, 1>())
+          py::arg("local"), py::arg("remote"))
       .def(
           "pop_inbound_transfer_status",
-          [](Engine& e, const std::string& key, uint64_t uid) {
-            return e.pop_inbound_status(key, uid);
+          [](EngineCore& c, const std::string& key, uint64_t uid) {
+            return c.use<false>([&](Engine& e) { return e.pop_inbound_status(key, uid); });
           },
           py::arg("remote_key"), py::arg("uid"))
-      .def("stats", [](const Engine& e) {
-        const EngineStats s = e.stats();
+      .def("stats", [](EngineCore& c) {
+        const EngineStats s = c.use<false>([](Engine& e) { return e.stats(); });
         py::dict d;
         d["bytes_sent"] = s.bytes_sent;
         d["bytes_received"] = s.bytes_received;
@@ -680,7 +959,9 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "wait_all",
-      [](const std::vector<StatusHandle>& statuses, long long timeout_ms) {
+      [](const std::vector<StatusHandle>& statuses, const py::int_& timeout) {
+        // Beyond long long: no limit (wait_all saturates its deadline).
+        const long long timeout_ms = timeout_ms_of(timeout);
         for (const StatusHandle& s : statuses) {
           if (s == nullptr) {
             throw py::value_error("wait_all: a status is None");
@@ -708,8 +989,9 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "buffer_address",
       [](const py::object& obj) {
-        Buffer b = buffer_of(obj);
-        return py::make_tuple(b.address, b.size);
+        BufferExport view = export_buffer(obj);
+        return py::make_tuple(reinterpret_cast<uint64_t>(view->buf),
+                              static_cast<uint64_t>(view->len));
       },
       py::arg("obj"), "(address, size) of a writable C-contiguous buffer-protocol object.");
 

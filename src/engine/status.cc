@@ -8,6 +8,25 @@
 #include "absl/strings/str_format.h"
 
 namespace ringxfer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// now + timeout, saturated: Clock::time_point::max() when the sum would pass the clock's
+// range (a timeout that long means no limit). Compares in the timeout's own unit, so
+// that converting a long timeout to the clock's nanoseconds cannot overflow either.
+template <typename Rep, typename Period>
+Clock::time_point deadline_after(Clock::time_point now,
+                                 std::chrono::duration<Rep, Period> timeout) {
+  using Timeout = std::chrono::duration<Rep, Period>;
+  const Timeout room = std::chrono::duration_cast<Timeout>(Clock::time_point::max() - now);
+  if (timeout >= room) {
+    return Clock::time_point::max();
+  }
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
+}  // namespace
 
 absl::Status TransferStatus::status() const {
   const TransferState s = state();
@@ -25,33 +44,30 @@ bool TransferStatus::wait(std::chrono::nanoseconds timeout) const {
   if (done()) {
     return true;
   }
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
+  // One deadline, saturated: a timeout beyond the clock's range waits without limit
+  // (now + timeout would overflow into the past and return at once).
+  const Clock::time_point deadline =
+      timeout.count() < 0 ? Clock::time_point::max() : deadline_after(start, timeout);
   const std::chrono::nanoseconds spin =
       timeout.count() < 0 ? spin_ : std::min<std::chrono::nanoseconds>(spin_, timeout);
   if (spin.count() > 0) {
     // Yield rather than sleep: the ring thread that finishes the transfer runs when it
     // needs this core, and a small transfer's end costs no futex wake-up.
-    while (std::chrono::steady_clock::now() - start < spin) {
+    while (Clock::now() - start < spin) {
       if (done()) {
         return true;
       }
       sched_yield();
     }
-    if (timeout.count() >= 0) {
-      timeout -= std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::steady_clock::now() - start);
-      if (timeout.count() < 0) {
-        timeout = std::chrono::nanoseconds(0);
-      }
-    }
   }
   std::unique_lock lock(mu_);
   auto is_done = [this] { return done(); };
-  if (timeout.count() < 0) {
+  if (deadline == Clock::time_point::max()) {
     cv_.wait(lock, is_done);
     return true;
   }
-  return cv_.wait_for(lock, timeout, is_done);
+  return cv_.wait_until(lock, deadline, is_done);
 }
 
 void TransferStatus::wait() const { (void)wait(std::chrono::nanoseconds(-1)); }
@@ -93,19 +109,21 @@ bool TransferStatus::finish(absl::Status result) {
 }
 
 absl::Status wait_all(std::span<const StatusHandle> statuses, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Saturated: a timeout beyond the clock's range waits without limit.
+  const Clock::time_point deadline =
+      timeout.count() < 0 ? Clock::time_point::max() : deadline_after(Clock::now(), timeout);
   for (const StatusHandle& s : statuses) {
     if (s == nullptr) {
       return absl::InvalidArgumentError("wait_all: a status is null");
     }
-    if (timeout.count() < 0) {
+    if (timeout.count() < 0 || deadline == Clock::time_point::max()) {
       s->wait();
     } else if (timeout.count() == 0) {
       if (!s->done()) {
         return absl::DeadlineExceededError("wait_all: transfers still in progress");
       }
     } else {
-      const auto left = deadline - std::chrono::steady_clock::now();
+      const auto left = deadline - Clock::now();
       if (!s->wait(std::max(left, std::chrono::steady_clock::duration::zero()))) {
         return absl::DeadlineExceededError(
             absl::StrFormat("wait_all: transfer %d still in progress after %d ms", s->transfer_id(),

@@ -128,8 +128,8 @@ void EventLoop::drain_and_stop(absl::AnyInvocable<bool()> idle, absl::AnyInvocab
   stop_.store(true, std::memory_order_release);
 }
 
-uint64_t EventLoop::inflight() const noexcept {
-  return ring_->inflight() - (wake_armed_ ? 1 : 0);
+int64_t EventLoop::inflight() const noexcept {
+  return static_cast<int64_t>(ring_->inflight()) - (wake_armed_ ? 1 : 0);
 }
 
 void EventLoop::set_handler(uint8_t kind, CompletionHandler* handler) noexcept {

@@ -55,7 +55,7 @@ class EventLoop {
                       int64_t timeout_ns);
   // Loop thread: operations of the owners in the kernel (the loop's own wake-up read
   // not counted).
-  uint64_t inflight() const noexcept;
+  int64_t inflight() const noexcept;
 
   // Any thread. Runs `fn` on the loop thread soon; wakes it only if it sleeps.
   void post(absl::AnyInvocable<void() &&> fn);

@@ -139,7 +139,7 @@ class Worker final : public ring::CompletionHandler {
   // this ring in the kernel.
   bool drained() const {
     return live_conns.load(std::memory_order_relaxed) == 0 && zc_free_.size() == zc_.size() &&
-           loop_->inflight() == 0;
+           loop_->inflight() <= 0;
   }
   // Registered memory as io_uring fixed buffers (zero-copy sends from it).
   void add_fixed_buffer(std::byte* base, uint64_t len);

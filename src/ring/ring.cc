@@ -261,15 +261,9 @@ void Ring::sendmsg_zc(uint64_t tag, Socket s, const msghdr* msg, int flags) noex
   on_socket(q, s);
 }
 
-void Ring::send_header_then_zc_fixed(uint64_t head_tag, uint64_t zc_tag, Socket s,
-                                     const void* head, size_t head_len, const void* payload,
-                                     size_t len, unsigned buffer, int flags) noexcept {
-  reserve(2);
-  io_uring_sqe* h = sqe(head_tag);
-  io_uring_prep_send(h, s.fd, head, head_len, flags | MSG_MORE);
-  on_socket(h, s);
-  h->flags |= IOSQE_IO_LINK;
-  io_uring_sqe* z = sqe(zc_tag);
+void Ring::send_zc_fixed(uint64_t tag, Socket s, const void* payload, size_t len,
+                         unsigned buffer, int flags) noexcept {
+  io_uring_sqe* z = sqe(tag);
   io_uring_prep_send_zc_fixed(z, s.fd, payload, len, flags, 0, buffer);
   z->ioprio |= kSendZcReportUsage;
   on_socket(z, s);

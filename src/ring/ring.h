@@ -120,12 +120,13 @@ class Ring {
   // SENDMSG_ZC: a result CQE (kCqeMore set when a notification follows) and then a
   // notification CQE (kCqeNotif) once the kernel no longer reads the buffers.
   void sendmsg_zc(uint64_t tag, Socket s, const msghdr* msg, int flags) noexcept;
-  // A frame header by plain send (tag `head_tag`), linked to a SEND_ZC of `payload`
-  // from registered buffer `buffer` (tag `zc_tag`); both go to the kernel in one
-  // submission, so the link holds.
-  void send_header_then_zc_fixed(uint64_t head_tag, uint64_t zc_tag, Socket s, const void* head,
-                                 size_t head_len, const void* payload, size_t len,
-                                 unsigned buffer, int flags) noexcept;
+  // SEND_ZC of [payload, payload+len), which lies in registered buffer `buffer` (pins no
+  // pages per send); CQEs as for sendmsg_zc. Never linked behind another SQE: a linked
+  // SEND_ZC that the kernel cancels because the SQE before it failed ends with a CQE
+  // without kCqeMore and then still posts its notification (seen on 6.18), so "in
+  // flight until a CQE without kCqeMore" would not hold for it.
+  void send_zc_fixed(uint64_t tag, Socket s, const void* payload, size_t len, unsigned buffer,
+                     int flags) noexcept;
   void recv(uint64_t tag, Socket s, void* buf, size_t len, int flags) noexcept;
   void recvmsg(uint64_t tag, Socket s, msghdr* msg, int flags) noexcept;
   void connect(uint64_t tag, Socket s, const sockaddr* addr, socklen_t len) noexcept;

@@ -78,7 +78,7 @@ struct Conn {
   uint16_t gen = 0;
   int fd = -1;
   int file = -1;               // its slot in the ring's registered-file table, or -1 (plain fd)
-  uint32_t tx_head_bytes = 0;  // header of a linked fixed-buffer send in flight
+  uint32_t tx_head_bytes = 0;  // a frame header sent alone (its payload next), or 0
   bool outbound = false;       // this engine connected (it initiates transfers on it)
   wire::ChannelKind channel = wire::ChannelKind::kControl;
   uint8_t stripe = 0;

@@ -49,18 +49,28 @@ void Worker::pump_tx(Conn* c) {
   SendItem& first = c->tx.front();
   // Zero-copy from memory that is not a registered buffer pins pages per send, charged
   // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
-  // A zero-copy frame (header, payload) not yet started whose payload lies in a
-  // registered buffer goes from that buffer (below); this is its slot, or -1.
+  // A zero-copy frame (header, payload) whose payload lies in a registered buffer goes
+  // in two sends: the header by a plain send, then, once that completed whole (the item
+  // is at its payload, pos 1), the payload by a SEND_ZC from that buffer, which pins no
+  // pages. The two are not linked: a linked SEND_ZC cancelled by a failed header ends
+  // with a CQE without F_MORE and still posts a notification afterwards (kernel 6.18),
+  // which freed its ZcSlot early, let the notification free it again while another send
+  // used it, and handed that send's result to the wrong connection (the TxQueue check
+  // "a send moved more bytes than it asked", sends that never completed, and frame
+  // headers overwritten while the kernel still sent them: "bad magic" at the peer).
   const bool zc_wanted = first.zero_copy && loop_->features().send_zc;
-  const int fixed =
-      zc_wanted && first.pos == 0 && first.iov.size() == 2 ? fixed_buffer_for(first.iov[1]) : -1;
-  const bool zc = zc_wanted && (fixed >= 0 || !zc_pins_refused_);
+  const int fixed = zc_wanted && first.iov.size() == 2 && first.pos <= 1
+                        ? fixed_buffer_for(first.iov[1])
+                        : -1;
+  const bool head_only = fixed >= 0 && first.pos == 0;
+  const bool zc = zc_wanted && !head_only && (fixed >= 0 || !zc_pins_refused_);
   // Whole items go together; a zero-copy item goes alone, with its own notification.
-  const TxQueue::Send send = c->tx.gather(zc);
+  const TxQueue::Send send = c->tx.gather(zc || head_only);
   const std::span<iovec> iov = send.iov;
   c->tx_msg = msghdr{};
   c->tx_msg.msg_iov = iov.data();
-  c->tx_msg.msg_iovlen = iov.size();
+  c->tx_msg.msg_iovlen = head_only ? 1 : iov.size();
+  c->tx_head_bytes = head_only ? static_cast<uint32_t>(iov[0].iov_len) : 0;
   ++c->inflight;
   if (zc) {
     uint32_t slot;
@@ -72,9 +82,13 @@ void Worker::pump_tx(Conn* c) {
       zc_.emplace_back();
     }
     ZcSlot& z = zc_[slot];
+    RX_CHECK_MSG(!z.busy, "a zero-copy slot taken twice");
+    z.busy = true;
+    z.gen = static_cast<uint16_t>(z.gen + 1);  // CQEs of an earlier use are stale
     z.conn_slot = c->slot;
     z.conn_gen = c->gen;
     z.result_seen = false;
+    z.fixed = fixed >= 0;
     z.out = first.out;
     z.in = first.in;
     if (first.pos == 0) {
@@ -88,25 +102,21 @@ void Worker::pump_tx(Conn* c) {
     if (z.in) {
       ++z.in->pending;
     }
-    z.head_bytes = 0;
     ring::Ring& ring = loop_->ring();
-    const uint64_t zc_tag = ring::Tag{kKindZc, 0, 0, slot}.pack();
+    const uint64_t zc_tag = ring::Tag{kKindZc, 0, z.gen, slot}.pack();
     if (fixed >= 0) {
-      // The payload lies in a registered buffer: the header goes first by a plain send
-      // linked to a SEND_ZC from that buffer, which pins no pages per send.
-      ++c->inflight;
-      z.head_bytes = c->tx_head_bytes = static_cast<uint32_t>(iov[0].iov_len);
-      ring.send_header_then_zc_fixed(tag(c, kOpSendHead), zc_tag, sock(c), iov[0].iov_base,
-                                     iov[0].iov_len, iov[1].iov_base,
-                                     iov[1].iov_len, static_cast<unsigned>(fixed),
-                                     MSG_NOSIGNAL | MSG_WAITALL);
+      // The header went before (head_only); iov[0] is the rest of the payload.
+      ring.send_zc_fixed(zc_tag, sock(c), iov[0].iov_base, iov[0].iov_len,
+                         static_cast<unsigned>(fixed), MSG_NOSIGNAL | MSG_WAITALL);
       t_->counters.zerocopy_fixed_sends.fetch_add(1, std::memory_order_relaxed);
     } else {
       ring.sendmsg_zc(zc_tag, sock(c), &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
     }
     t_->counters.zerocopy_sends.fetch_add(1, std::memory_order_relaxed);
   } else {
-    loop_->ring().sendmsg(tag(c, kOpSend), sock(c), &c->tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+    // A header alone says MSG_MORE: its payload follows at once.
+    loop_->ring().sendmsg(tag(c, kOpSend), sock(c), &c->tx_msg,
+                          MSG_NOSIGNAL | MSG_WAITALL | (head_only ? MSG_MORE : 0));
   }
 }
 
@@ -152,8 +162,11 @@ void Worker::remove_fixed_buffer(std::byte* base) {
   t_->counters.fixed_buffers.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
-  if (slot >= zc_.size()) {
+void Worker::on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags) {
+  if (slot >= zc_.size() || !zc_[slot].busy || zc_[slot].gen != gen) {
+    // A CQE of a send whose slot was already let go: never touch the slot's new user.
+    RX_LOG(kWarn, "ring %d: stale zero-copy completion (slot %d, res %d, flags %#x) dropped",
+           index_, slot, res, flags);
     return;
   }
   if (!zc_[slot].result_seen && (flags & ring::kCqeNotif) == 0) {
@@ -165,9 +178,9 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
       Conn* c = conns_[cs].get();
       if (c != nullptr && c->gen == cg && c->fd >= 0) {
         --c->inflight;
-        // A fixed-buffer send reports its payload; its header went just before.
-        const int32_t sent = res >= 0 ? res + static_cast<int32_t>(zc_[slot].head_bytes) : res;
-        on_send(c, sent, true);  // may queue more zero-copy sends: zc_ may grow
+        // Only a send that pins pages falls back to copies on ENOMEM; a fixed-buffer
+        // one pins none, and resending it would fail the same way forever.
+        on_send(c, res, !zc_[slot].fixed);  // may queue more zero-copy sends: zc_ may grow
         maybe_release(c);
       }
     }
@@ -181,6 +194,7 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
   std::shared_ptr<OutOp> out = std::move(zc_[slot].out);
   std::shared_ptr<InOp> in = std::move(zc_[slot].in);
   zc_[slot].frame.clear();
+  zc_[slot].busy = false;
   zc_free_.push_back(slot);
   if (out) {
     --out->pending;
@@ -193,13 +207,17 @@ void Worker::on_zc(uint32_t slot, int32_t res, uint32_t flags) {
   }
 }
 
-void Worker::on_send(Conn* c, int32_t res, bool zero_copy) {
+void Worker::on_send(Conn* c, int32_t res, bool pinned) {
+  // A frame's header sent alone (before its fixed-buffer payload) asked for fewer bytes
+  // than the item the queue has in flight.
+  const size_t asked = c->tx_head_bytes > 0 ? c->tx_head_bytes : c->tx.inflight_bytes();
+  c->tx_head_bytes = 0;
   if (c->state == ConnState::kClosing) {
     // What it carried is failed when the connection is released.
     c->tx.cancel_inflight();
     return;
   }
-  if (res == -ENOMEM && zero_copy) {
+  if (res == -ENOMEM && pinned) {
     // The pages a zero-copy send pins are charged to RLIMIT_MEMLOCK (without
     // CAP_IPC_LOCK; 8 MiB for users here) before anything is sent: send them by copy.
     c->tx.cancel_inflight();
@@ -219,7 +237,7 @@ void Worker::on_send(Conn* c, int32_t res, bool zero_copy) {
     close_conn(c, base::errno_to_status(-res, "send"));
     return;
   }
-  if (static_cast<size_t>(res) < c->tx.inflight_bytes()) {
+  if (static_cast<size_t>(res) < asked) {
     t_->counters.short_sends.fetch_add(1, std::memory_order_relaxed);
   }
   // The queue retires what this send finished before any of it is handled: handling an

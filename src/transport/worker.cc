@@ -109,7 +109,7 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
     return;
   }
   if (tg.kind == kKindZc) {
-    on_zc(tg.slot, res, flags);
+    on_zc(tg.slot, tg.generation, res, flags);
     return;
   }
   Conn* c = conn_at(tg);
@@ -134,13 +134,6 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
       break;
     case kOpSend:
       on_send(c, res, false);
-      break;
-    case kOpSendHead:
-      // The linked payload send reports the frame; only a failed header matters here
-      // (the payload then completes with -ECANCELED).
-      if (res < 0 || static_cast<uint32_t>(res) != c->tx_head_bytes) {
-        close_conn(c, base::errno_to_status(res < 0 ? -res : EPIPE, "send (frame header)"));
-      }
       break;
     case kOpRecv:
       on_recv(c, res);

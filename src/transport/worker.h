@@ -44,7 +44,6 @@ constexpr uint8_t kKindZc = 3;
 constexpr uint8_t kOpConnect = 1;
 constexpr uint8_t kOpSend = 2;
 constexpr uint8_t kOpRecv = 3;
-constexpr uint8_t kOpSendHead = 4;  // a frame header linked before its fixed-buffer payload
 
 constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
 constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
@@ -182,9 +181,10 @@ class Worker final : public ring::CompletionHandler {
   // Send path.
   void enqueue(Conn* c, SendItem item);
   void pump_tx(Conn* c);
-  void on_send(Conn* c, int32_t res, bool zero_copy);
+  // `pinned`: a zero-copy send from memory that is not a registered buffer.
+  void on_send(Conn* c, int32_t res, bool pinned);
   void item_done(SendItem& item, bool ok);
-  void on_zc(uint32_t slot, int32_t res, uint32_t flags);
+  void on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags);
   // The registered-buffer slot that holds all of `v`, or -1.
   int fixed_buffer_for(const iovec& v) const;
   SendItem frame_item(std::vector<std::byte> frame);
@@ -252,8 +252,10 @@ class Worker final : public ring::CompletionHandler {
   struct ZcSlot {
     uint32_t conn_slot = 0;
     uint16_t conn_gen = 0;
+    uint16_t gen = 0;     // bumped per use; in the tag, so a stale CQE is dropped
+    bool busy = false;    // a send holds it (until its last CQE)
     bool result_seen = false;
-    uint32_t head_bytes = 0;  // sent by a linked header SQE (fixed-buffer sends)
+    bool fixed = false;   // from a registered buffer (pins no pages)
     std::shared_ptr<OutOp> out;
     std::shared_ptr<InOp> in;
     // The kernel reads the frame header from here, not from the send item, which

@@ -370,7 +370,8 @@ void after_fork_in_child() {
 
 void track(EngineImpl* e) {
   static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); });
+  std::call_once(once,
+                 [] { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); });
   std::lock_guard lock(g_engines_mu);
   engines().push_back(e);
 }

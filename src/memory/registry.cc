@@ -19,8 +19,8 @@ absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location locatio
         absl::StrFormat("register_memory: ptr %p + size %d wraps the address space", base, size));
   }
   std::unique_lock lock(mu_);
-  Region r{next_id_++, static_cast<std::byte*>(base), size, location, device,
-           std::make_shared<RegionUse>()};
+  Region r{next_id_++, static_cast<std::byte*>(base), size, location,
+           device,     std::make_shared<RegionUse>()};
   regions_.emplace(r.id, r);
   return r;
 }

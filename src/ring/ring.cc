@@ -261,8 +261,8 @@ void Ring::sendmsg_zc(uint64_t tag, Socket s, const msghdr* msg, int flags) noex
   on_socket(q, s);
 }
 
-void Ring::send_zc_fixed(uint64_t tag, Socket s, const void* payload, size_t len,
-                         unsigned buffer, int flags) noexcept {
+void Ring::send_zc_fixed(uint64_t tag, Socket s, const void* payload, size_t len, unsigned buffer,
+                         int flags) noexcept {
   io_uring_sqe* z = sqe(tag);
   io_uring_prep_send_zc_fixed(z, s.fd, payload, len, flags, 0, buffer);
   z->ioprio |= kSendZcReportUsage;

@@ -22,7 +22,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -77,10 +76,11 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
   for (const Piece& pc : op->pieces) {
     segs.push_back(wire::Segment{pc.remote_id, pc.remote_offset, pc.length});
   }
-  enqueue(p->out_ctrl, frame_item(encode_frame(
-                           wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
-                             return wire::encode_request(op->kind, op->id, segs, o, op->parts, op->seq);
-                           })));
+  enqueue(
+      p->out_ctrl,
+      frame_item(encode_frame(wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
+        return wire::encode_request(op->kind, op->id, segs, o, op->parts, op->seq);
+      })));
   if (op->kind == wire::OpKind::kWrite) {
     std::vector<iovec> local;
     local.reserve(op->pieces.size());
@@ -154,6 +154,5 @@ void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
   }
   maybe_finish(p, op);
 }
-
 
 }  // namespace ringxfer::transport

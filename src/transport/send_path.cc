@@ -23,7 +23,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -59,9 +58,8 @@ void Worker::pump_tx(Conn* c) {
   // "a send moved more bytes than it asked", sends that never completed, and frame
   // headers overwritten while the kernel still sent them: "bad magic" at the peer).
   const bool zc_wanted = first.zero_copy && loop_->features().send_zc;
-  const int fixed = zc_wanted && first.iov.size() == 2 && first.pos <= 1
-                        ? fixed_buffer_for(first.iov[1])
-                        : -1;
+  const int fixed =
+      zc_wanted && first.iov.size() == 2 && first.pos <= 1 ? fixed_buffer_for(first.iov[1]) : -1;
   const bool head_only = fixed >= 0 && first.pos == 0;
   const bool zc = zc_wanted && !head_only && (fixed >= 0 || !zc_pins_refused_);
   // Whole items go together; a zero-copy item goes alone, with its own notification.
@@ -287,6 +285,5 @@ void Worker::queue_completion(Conn* c, const InOp& in, const absl::Status& st) {
                  [&](wire::MutableByteSpan o) { return wire::encode_completion(cmp, o); })));
   pump_tx(c);
 }
-
 
 }  // namespace ringxfer::transport

@@ -23,7 +23,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // Queues the data frames of one transfer: inline (one batch frame on the control
@@ -46,8 +45,8 @@ void append_payload(std::vector<iovec>& iov, const iovec& v, size_t keep = 0) {
 }  // namespace
 
 void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
-                       const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs,
-                       uint64_t id, uint32_t seq) {
+                       const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
+                       uint32_t seq) {
   uint64_t total = 0;
   for (const iovec& v : segs) {
     total += v.iov_len;
@@ -172,6 +171,5 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     pump_tx(lane);
   }
 }
-
 
 }  // namespace ringxfer::transport

@@ -177,9 +177,8 @@ void Transport::remove_peer(const std::string& key) {
 }
 
 bool Transport::on_ring_thread() const {
-  return std::ranges::any_of(impl_->workers, [](const std::unique_ptr<Worker>& w) {
-    return w->loop().in_loop_thread();
-  });
+  return std::ranges::any_of(
+      impl_->workers, [](const std::unique_ptr<Worker>& w) { return w->loop().in_loop_thread(); });
 }
 
 void Transport::fence(const memory::RegionUse* use, uint64_t id) {

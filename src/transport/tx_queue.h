@@ -47,7 +47,7 @@ class TxQueue {
   // What gather() put in flight.
   struct Send {
     std::span<iovec> iov;  // valid until complete() or cancel_inflight()
-    size_t items = 0;            // items it covers, from the front (the last may be partial)
+    size_t items = 0;      // items it covers, from the front (the last may be partial)
     size_t bytes = 0;
   };
 

@@ -63,8 +63,8 @@ TEST(Regression, FreshInitiatorsReadConcurrentlyFromOneTarget) {
     MemoryDesc md = *(*init)->register_memory(dst.data(), dst.size());
     std::vector<StatusHandle> reads;
     for (int i = 0; i < kReads; ++i) {
-      reads.push_back(must((*init)->read(md, i * kRead, ms, i * kRead, kRead,
-                                         (*init)->allocate_transfer_id())));
+      reads.push_back(must(
+          (*init)->read(md, i * kRead, ms, i * kRead, kRead, (*init)->allocate_transfer_id())));
     }
     for (const StatusHandle& s : reads) {
       ASSERT_TRUE(s->wait(seconds(20)));
@@ -266,8 +266,8 @@ TEST(Regression, TeardownFinishesEveryTransferOnARingThread) {
   std::atomic<int> on_destroyer{0}, ran{0};
   const std::thread::id me = std::this_thread::get_id();
   for (uint64_t i = 1; i <= 16; ++i) {
-    StatusHandle s = must(i % 2 ? (*a)->write(ms, 0, md, 0, kSize, i)
-                                : (*a)->read(ms, 0, md, 0, kSize, i));
+    StatusHandle s =
+        must(i % 2 ? (*a)->write(ms, 0, md, 0, kSize, i) : (*a)->read(ms, 0, md, 0, kSize, i));
     s->on_done([&, me] {
       ran.fetch_add(1);
       if (std::this_thread::get_id() == me) {

@@ -23,7 +23,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -104,7 +103,7 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
   c->channel = channel;
   c->stripe = stripe;
   c->state = ConnState::kConnecting;
-  c->buffered = channel == wire::ChannelKind::kControl;
+  c->rx.configure(/*read_ahead=*/channel == wire::ChannelKind::kControl, kDataPrefixBytes);
   c->name = channel == wire::ChannelKind::kControl
                 ? absl::StrFormat("control connection to %s", p->key)
                 : absl::StrFormat("data connection %d to %s", stripe, p->key);
@@ -162,9 +161,6 @@ void Worker::close_conn(Conn* c, const absl::Status& why, bool hostile) {
   // Make every operation of this socket in the kernel finish now, with an error.
   ::shutdown(c->fd, SHUT_RDWR);
   loop_->ring().cancel_fd(c->fd);
-  if (c->rx == RxState::kParked) {
-    c->rx = RxState::kFrame;
-  }
   Peer* p = c->peer;
   if (p != nullptr) {
     if (p->out_ctrl == c) {
@@ -290,6 +286,5 @@ void Worker::fail_inbound(Peer* p, const absl::Status& why) {
     report_inbound(p, *in, why);
   }
 }
-
 
 }  // namespace ringxfer::transport

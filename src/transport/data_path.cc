@@ -24,12 +24,9 @@ void Worker::handle_batch(Conn* c, const wire::DataBatch& b) {
 }
 
 template <typename Entries>
-void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
-                     const Entries& entries) {
+void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const Entries& entries) {
   Peer* p = c->peer;
-  auto hostile = [&](const std::string& what) {
-    close_conn(c, absl::DataLossError(what), true);
-  };
+  auto hostile = [&](const std::string& what) { close_conn(c, absl::DataLossError(what), true); };
   std::vector<iovec> dest;
   if (c->outbound) {
     // Read data coming back to this initiator.
@@ -42,8 +39,8 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
     }
     std::shared_ptr<OutOp> op = it->second;
     if (op->id != id || op->kind != wire::OpKind::kRead) {
-      return hostile(absl::StrFormat("data for request %d names transfer %d, not its read %d",
-                                     seq, id, op->id));
+      return hostile(absl::StrFormat("data for request %d names transfer %d, not its read %d", seq,
+                                     id, op->id));
     }
     if (op->received + payload > op->total) {
       return hostile("read data beyond the requested size");
@@ -68,7 +65,7 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
     }
     // The request is still on its way on the control connection: wait for it, leaving
     // the payload in the socket.
-    c->rx = RxState::kParked;
+    c->rx.park();
     c->parked_seq = seq;
     c->since_ns = now_ns();
     p->parked.push_back(c);
@@ -86,16 +83,16 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
   dest.reserve(place ? entries.size() : 0);
   for (const wire::BatchEntry e : entries) {
     if (e.segment >= in->lengths.size() || e.offset + e.length > in->lengths[e.segment]) {
-      return hostile(absl::StrFormat("data frame outside segment %d of transfer %d", e.segment,
-                                     in->id));
+      return hostile(
+          absl::StrFormat("data frame outside segment %d of transfer %d", e.segment, in->id));
     }
     if (!in->coverage.claim(in->starts[e.segment] + e.offset, e.length)) {
-      return hostile(absl::StrFormat("data for bytes of transfer %d that were already received",
-                                     in->id));
+      return hostile(
+          absl::StrFormat("data for bytes of transfer %d that were already received", in->id));
     }
     if (place) {
-      dest.push_back(iovec{static_cast<std::byte*>(in->segments[e.segment].iov_base) + e.offset,
-                           e.length});
+      dest.push_back(
+          iovec{static_cast<std::byte*>(in->segments[e.segment].iov_base) + e.offset, e.length});
     }
   }
   if (!place) {

@@ -23,7 +23,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -74,7 +73,7 @@ void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, u
   c->peer = p;
   c->channel = channel;
   c->stripe = stripe;
-  c->buffered = channel == wire::ChannelKind::kControl;
+  c->rx.configure(/*read_ahead=*/channel == wire::ChannelKind::kControl, kDataPrefixBytes);
   c->name = channel == wire::ChannelKind::kControl
                 ? absl::StrFormat("control connection from %s", key)
                 : absl::StrFormat("data connection %d from %s", stripe, key);
@@ -98,8 +97,7 @@ void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, u
                  [&](wire::MutableByteSpan o) { return wire::encode_hello_ack(a, o); })));
   c->state = ConnState::kReady;
   pump_tx(c);
-  expect_frame(c);
-  arm_recv(c);
+  drive_rx(c);
 }
 
 void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
@@ -117,7 +115,6 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
   }
   c->state = ConnState::kReady;
 }
-
 
 // ---------------------------------------------------------------------------
 // Listener
@@ -146,9 +143,10 @@ void Worker::on_accept(int32_t res) {
     Conn* c = new_conn(res, false);
     c->state = ConnState::kHandshake;
     c->name = "an accepted connection";
-    expect_frame(c);
-    c->rx_want = kDataPrefixBytes;  // a hello is at least this long
-    arm_recv(c);
+    // Exactly the hello (at least kDataPrefixBytes long): what follows it stays in the
+    // socket for the ring its peer lives on.
+    c->rx.configure(/*read_ahead=*/false, kDataPrefixBytes);
+    drive_rx(c);
   } else if (res != -ECANCELED) {
     RX_LOG(kWarn, "accept failed: %s", base::errno_to_status(-res, "accept").ToString());
   }
@@ -156,6 +154,5 @@ void Worker::on_accept(int32_t res) {
     arm_accept();
   }
 }
-
 
 }  // namespace ringxfer::transport

@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "transport/coverage.h"
+#include "transport/rx_framer.h"
 #include "transport/transport.h"
 #include "transport/tx_queue.h"
 #include "wire/codec.h"
@@ -37,9 +38,9 @@ struct OutOp {
   // Kernel operations that still reference `pieces` memory: send items not fully
   // sent, zero-copy notifications not yet posted, payload receives in flight.
   int pending = 0;
-  uint64_t received = 0;  // read: payload bytes placed
-  Coverage coverage;      // read: bytes claimed by data frames (each at most once)
-  std::vector<uint64_t> starts;  // read: where each piece starts in the transfer
+  uint64_t received = 0;          // read: payload bytes placed
+  Coverage coverage;              // read: bytes claimed by data frames (each at most once)
+  std::vector<uint64_t> starts;   // read: where each piece starts in the transfer
   std::vector<memory::Pin> pins;  // the local region, held until no byte moves
   bool remote_done = false;
   bool failed = false;
@@ -56,7 +57,7 @@ struct InOp {
   wire::OpKind kind = wire::OpKind::kWrite;
   std::vector<iovec> segments;  // resolved local ranges, in request order
   uint64_t total = 0;
-  uint64_t received = 0;  // write: payload bytes placed or discarded
+  uint64_t received = 0;          // write: payload bytes placed or discarded
   std::vector<uint64_t> lengths;  // the request's segment lengths (also when unresolved)
   std::vector<uint64_t> starts;   // where each segment starts in the transfer
   Coverage coverage;              // write: bytes claimed by data frames
@@ -66,12 +67,10 @@ struct InOp {
   std::vector<memory::Pin> pins;  // the regions it resolved, held until no byte moves
   int receiving = 0;              // write: payload receives into its memory in progress
   bool reported = false;          // the inbound status was recorded
-  bool completion_sent = false;  // the completion frame was queued
+  bool completion_sent = false;   // the completion frame was queued
 };
 
 enum class ConnState : uint8_t { kConnecting, kHandshake, kReady, kClosing };
-// What the one receive in flight (or the next one) is for.
-enum class RxState : uint8_t { kFrame, kPayload, kDiscard, kParked };
 
 struct Conn {
   uint32_t slot = 0;
@@ -92,34 +91,15 @@ struct Conn {
   TxQueue tx;
   msghdr tx_msg{};
 
-  // Receive side.
-  RxState rx = RxState::kFrame;
+  // Receive side: one receive in flight at a time, where the framer says.
+  RxFramer rx;
   bool rx_busy = false;
-  std::vector<std::byte> rxbuf;  // the current frame's header and body
-  size_t rx_have = 0;
-  size_t rx_want = 0;
-  size_t rx_asked = 0;     // bytes the receive in flight asked for
-  bool rx_header = false;  // the current frame's header is decoded into fh
-  wire::FrameHeader fh;
-  std::vector<iovec> rx_iov;  // payload destinations
-  size_t rx_pos = 0;
-  uint64_t rx_left = 0;
+  bool rx_driving = false;   // drive_rx is running for it
+  bool rx_wait_all = false;  // the receive in flight waits for every byte asked
   msghdr rx_msg{};
   std::shared_ptr<OutOp> rx_out;  // read payload being received into initiator memory
   std::shared_ptr<InOp> rx_in;    // write payload being received into target memory
-  uint32_t parked_seq = 0;  // the request a parked (or discarding) data frame waits for
-  std::unique_ptr<std::byte[]> scratch;
-  // The current frame's header and body (in rxbuf, or in rbuf on buffered connections).
-  const std::byte* frame = nullptr;
-  // Control connections receive into a buffer and parse every whole frame in it, so a
-  // request, its inline batch and a payload of a few KiB cost one receive. Payload
-  // bytes that came with their header are copied out of the buffer; the rest of a
-  // payload is received straight into its destination.
-  bool buffered = false;
-  bool parsing = false;
-  std::vector<std::byte> rbuf;
-  size_t rpos = 0;  // next unparsed byte
-  size_t rend = 0;  // end of received bytes
+  uint32_t parked_seq = 0;        // the request a parked (or discarding) data frame waits for
 };
 
 struct Peer {

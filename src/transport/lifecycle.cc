@@ -22,7 +22,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -49,10 +48,10 @@ void Worker::tick() {
         now - c->since_ns > timeout) {
       close_conn(
           c, absl::DeadlineExceededError(absl::StrFormat("no handshake within %d ms", timeout_ms)));
-    } else if (c->rx == RxState::kParked && now - c->since_ns > timeout) {
+    } else if (c->rx.parked() && now - c->since_ns > timeout) {
       close_conn(c,
-                 absl::DataLossError(absl::StrFormat(
-                     "data for request %d that never came", c->parked_seq)),
+                 absl::DataLossError(
+                     absl::StrFormat("data for request %d that never came", c->parked_seq)),
                  true);
     }
   }
@@ -255,6 +254,5 @@ void Worker::abandon() {
     }
   }
 }
-
 
 }  // namespace ringxfer::transport

@@ -23,7 +23,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -46,8 +45,8 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
   Peer* p = c->peer;
   if (r.seq == 0 || p->in_ops.contains(r.seq)) {
     close_conn(c,
-               absl::DataLossError(absl::StrFormat(
-                   "request sequence %d is 0 or repeated while in flight", r.seq)),
+               absl::DataLossError(
+                   absl::StrFormat("request sequence %d is 0 or repeated while in flight", r.seq)),
                true);
     return;
   }
@@ -143,19 +142,17 @@ void Worker::unpark(Peer* p) {
   std::vector<Conn*> parked = std::move(p->parked);
   p->parked.clear();
   for (Conn* c : parked) {
-    if (c->state == ConnState::kClosing || c->rx != RxState::kParked) {
+    if (c->state == ConnState::kClosing || !c->rx.parked()) {
       continue;
     }
     if (!p->in_ops.contains(c->parked_seq)) {
       p->parked.push_back(c);  // still waiting
       continue;
     }
-    // Re-run the frame we stopped at, now that its request is known.
-    c->rx = RxState::kFrame;
-    c->frame = c->rxbuf.data();
-    on_frame(c);
+    // Deliver the frame we stopped at again, now that its request is known.
+    c->rx.resume();
+    drive_rx(c);
   }
 }
-
 
 }  // namespace ringxfer::transport

@@ -22,7 +22,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 // ---------------------------------------------------------------------------
@@ -130,7 +129,7 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
       c->state = ConnState::kHandshake;
       c->since_ns = now_ns();
       pump_tx(c);
-      arm_recv(c);
+      drive_rx(c);
       break;
     case kOpSend:
       on_send(c, res, false);
@@ -143,6 +142,5 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
   }
   maybe_release(c);
 }
-
 
 }  // namespace ringxfer::transport

@@ -32,7 +32,6 @@ using detail::ConnState;
 using detail::InOp;
 using detail::OutOp;
 using detail::Peer;
-using detail::RxState;
 using detail::SendItem;
 
 namespace detail {
@@ -46,17 +45,12 @@ constexpr uint8_t kOpSend = 2;
 constexpr uint8_t kOpRecv = 3;
 
 constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
-constexpr size_t kRxIovMax = 1024;  // IOV_MAX: destinations of one recvmsg
-constexpr size_t kScratchBytes = 64 * 1024;
 constexpr uint64_t kChunksPerLane = 2;
 constexpr uint64_t kChunkBytesMax = 64 << 20;
-// Every frame is at least this long, so the first receive of a frame asks for this
-// much and often gets the whole header and body in one go.
-constexpr size_t kCtrlPrefixBytes = 40;  // the smallest completion
-constexpr size_t kDataPrefixBytes = 48;  // a data frame's header and body
-// A control connection's receive buffer: the largest frame (header and body) plus room
-// to read ahead.
-constexpr size_t kCtrlBufferBytes = wire::kHeaderBytes + wire::kBodyBytesMax + 64 * 1024;
+// A data connection's first receive of a frame asks for this much (a data frame's header
+// and body: the shortest frame a data channel, or a hello, can be), and often gets it
+// whole in one go.
+constexpr size_t kDataPrefixBytes = 48;
 
 inline int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -108,11 +102,9 @@ std::vector<std::byte> encode_frame(size_t size, EncodeFn&& fn) {
   return out;
 }
 
-
 }  // namespace detail
 
 using namespace detail;  // NOLINT: the transport's own internals
-
 
 // One ring thread and everything it owns: connections, peers placed on it, and (on
 // worker 0) the listening socket.
@@ -191,16 +183,15 @@ class Worker final : public ring::CompletionHandler {
   void queue_completion(Conn* c, const InOp& in, const absl::Status& st);
 
   // Receive path.
+  // Runs the connection's framer until it needs bytes (then arms the receive), parks,
+  // or the connection closes. Not re-entered for one connection.
+  void drive_rx(Conn* c);
   void arm_recv(Conn* c);
-  void parse_buffered(Conn* c);
-  void consume_buffered(Conn* c);
   void on_recv(Conn* c, int32_t res);
   void on_frame(Conn* c);
-  void expect_frame(Conn* c);
+  // Where the payload of the frame being handled goes (or that it is dropped).
   void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
   void start_discard(Conn* c, uint64_t bytes);
-  // Takes the payload bytes already buffered, then receives the rest (or finishes).
-  void receive_payload(Conn* c);
   void on_payload_done(Conn* c);
   void handle_hello(Conn* c, const wire::Hello& h);
   void handle_hello_ack(Conn* c, const wire::HelloAck& a);
@@ -252,10 +243,10 @@ class Worker final : public ring::CompletionHandler {
   struct ZcSlot {
     uint32_t conn_slot = 0;
     uint16_t conn_gen = 0;
-    uint16_t gen = 0;     // bumped per use; in the tag, so a stale CQE is dropped
-    bool busy = false;    // a send holds it (until its last CQE)
+    uint16_t gen = 0;   // bumped per use; in the tag, so a stale CQE is dropped
+    bool busy = false;  // a send holds it (until its last CQE)
     bool result_seen = false;
-    bool fixed = false;   // from a registered buffer (pins no pages)
+    bool fixed = false;  // from a registered buffer (pins no pages)
     std::shared_ptr<OutOp> out;
     std::shared_ptr<InOp> in;
     // The kernel reads the frame header from here, not from the send item, which

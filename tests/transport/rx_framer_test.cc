@@ -1,0 +1,215 @@
+// RxFramer without sockets: a stream of frames cut at every length, in both modes, with
+// payloads placed, dropped and parked.
+#include "transport/rx_framer.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "wire/codec.h"
+
+namespace ringxfer::transport::detail {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+using Event = RxFramer::Event;
+
+Bytes completion(uint64_t id) {
+  wire::Completion c;
+  c.transfer_id = id;
+  c.seq = static_cast<uint32_t>(id);
+  c.op = wire::OpKind::kWrite;
+  Bytes b(wire::completion_frame_bytes(0));
+  EXPECT_TRUE(wire::encode_completion(c, b).ok());
+  return b;
+}
+
+Bytes data(uint64_t id, size_t n, uint8_t fill) {
+  Bytes b(wire::kDataFrameBytes);
+  EXPECT_TRUE(wire::encode_data(wire::DataHeader{id, 0, 0, n, 1}, b).ok());
+  b.resize(b.size() + n, std::byte{fill});
+  return b;
+}
+
+Bytes batch(uint64_t id, size_t a, size_t b2, uint8_t fill) {
+  const std::vector<wire::BatchEntry> e = {{0, static_cast<uint32_t>(a), 0},
+                                           {1, static_cast<uint32_t>(b2), 0}};
+  Bytes b(wire::data_batch_frame_bytes(2));
+  EXPECT_TRUE(wire::encode_data_batch(id, e, b, 1).ok());
+  for (size_t i = 0; i < a + b2; ++i) {
+    b.push_back(std::byte{static_cast<uint8_t>(fill + i)});
+  }
+  return b;
+}
+
+// What a connection saw: one line per frame and its payload's bytes.
+struct Seen {
+  std::vector<std::string> frames;
+  std::vector<Bytes> payloads;
+};
+
+// Feeds `stream` to a framer, each receive returning at most `cut` bytes (and never more
+// than the framer asked for), places payloads of frames with an even transfer id and
+// drops the others. Returns false if the framer got stuck or reported a bad frame.
+bool run(RxFramer& f, const Bytes& stream, size_t cut, Seen& seen, std::string* bad = nullptr) {
+  size_t at = 0;
+  std::vector<Bytes> dest_store;
+  for (int guard = 0; guard < 100000; ++guard) {
+    const Event e = f.step();
+    switch (e) {
+      case Event::kFrame: {
+        const wire::FrameHeader& h = f.header();
+        seen.frames.push_back(std::to_string(static_cast<int>(h.type)) + "/" +
+                              std::to_string(h.body_bytes) + "/" + std::to_string(h.payload_bytes));
+        if (h.payload_bytes > 0) {
+          const uint64_t id = wire::detail::load_le<uint64_t>(f.body().data());
+          if (id % 2 == 0) {
+            // Two destinations, to cross an iovec boundary.
+            dest_store.emplace_back(h.payload_bytes);
+            Bytes& d = dest_store.back();
+            const size_t half = d.size() / 2;
+            f.payload_to({iovec{d.data(), half}, iovec{d.data() + half, d.size() - half}});
+          } else {
+            f.discard_payload();
+          }
+        }
+        break;
+      }
+      case Event::kPayloadDone:
+        if (f.placed()) {
+          seen.payloads.push_back(dest_store.back());
+        } else {
+          seen.payloads.push_back(Bytes{});
+        }
+        break;
+      case Event::kNeedMore: {
+        if (at == stream.size()) {
+          return true;
+        }
+        RxFramer::Target t = f.next();
+        const size_t n = std::min({cut, t.bytes(), stream.size() - at});
+        if (t.buf != nullptr) {
+          std::memcpy(t.buf, stream.data() + at, n);
+        } else {
+          size_t left = n, off = at;
+          for (const iovec& v : t.iov) {
+            const size_t k = std::min(left, v.iov_len);
+            std::memcpy(v.iov_base, stream.data() + off, k);
+            off += k;
+            left -= k;
+          }
+        }
+        at += n;
+        f.received(n);
+        break;
+      }
+      case Event::kParked:
+        return false;
+      case Event::kBad:
+        if (bad != nullptr) {
+          *bad = f.bad_reason();
+        }
+        return false;
+    }
+  }
+  return false;
+}
+
+TEST(RxFramer, EveryStreamCutAtEveryLengthGivesTheSameFramesInBothModes) {
+  Bytes stream;
+  for (const Bytes& b : {data(2, 100, 0x10), completion(3), batch(4, 7, 9, 0x20), data(5, 33, 1),
+                         completion(6), data(8, 1, 0x30)}) {
+    stream.insert(stream.end(), b.begin(), b.end());
+  }
+  Seen want;
+  {
+    RxFramer f(true, 0);
+    ASSERT_TRUE(run(f, stream, stream.size(), want));
+  }
+  ASSERT_EQ(want.frames.size(), 6u);
+  ASSERT_EQ(want.payloads.size(), 4u);
+  EXPECT_EQ(want.payloads[0], Bytes(100, std::byte{0x10}));
+  EXPECT_TRUE(want.payloads[2].empty()) << "an odd id's payload is dropped";
+  for (bool read_ahead : {true, false}) {
+    for (size_t cut = 1; cut <= stream.size(); ++cut) {
+      SCOPED_TRACE((read_ahead ? "read-ahead, cut " : "exact, cut ") + std::to_string(cut));
+      RxFramer f(read_ahead, read_ahead ? 0 : 40);
+      Seen seen;
+      ASSERT_TRUE(run(f, stream, cut, seen));
+      EXPECT_EQ(seen.frames, want.frames);
+      EXPECT_EQ(seen.payloads, want.payloads);
+      if (!read_ahead) {
+        EXPECT_EQ(f.copied_bytes(), 0u) << "exact mode copied payload";
+      }
+    }
+  }
+}
+
+TEST(RxFramer, ExactModeNeverReceivesPastTheFrame) {
+  // A hello followed by other bytes: an exact framer asks for no byte past the hello,
+  // so the socket can be handed to another ring with the rest still in it.
+  wire::Hello h;
+  h.key = "peer";
+  Bytes hello(wire::hello_frame_bytes(4, 0));
+  ASSERT_TRUE(wire::encode_hello(h, hello).ok());
+  RxFramer f(false, 48);
+  size_t taken = 0;
+  while (f.step() == Event::kNeedMore) {
+    RxFramer::Target t = f.next();
+    ASSERT_LE(taken + t.bytes(), hello.size()) << "asked past the frame";
+    std::memcpy(t.buf, hello.data() + taken, t.bytes());
+    taken += t.bytes();
+    f.received(t.bytes());
+  }
+  EXPECT_EQ(taken, hello.size());
+  EXPECT_EQ(f.header().type, wire::FrameType::kHello);
+}
+
+TEST(RxFramer, AParkedFrameComesAgainAfterResume) {
+  const Bytes d = data(2, 10, 0x55);
+  RxFramer f(false, 48);
+  RxFramer::Target t = f.next();
+  ASSERT_EQ(t.bytes(), 48u);
+  std::memcpy(t.buf, d.data(), 48);
+  f.received(48);
+  ASSERT_EQ(f.step(), Event::kFrame);
+  f.park();
+  EXPECT_EQ(f.step(), Event::kParked);
+  EXPECT_TRUE(f.parked());
+  f.resume();
+  ASSERT_EQ(f.step(), Event::kFrame);
+  EXPECT_EQ(f.header().payload_bytes, 10u);
+  Bytes dest(10);
+  f.payload_to({iovec{dest.data(), dest.size()}});
+  ASSERT_EQ(f.step(), Event::kNeedMore);
+  t = f.next();
+  ASSERT_EQ(t.bytes(), 10u);
+  std::memcpy(t.iov[0].iov_base, d.data() + 48, 10);
+  f.received(10);
+  EXPECT_EQ(f.step(), Event::kPayloadDone);
+  EXPECT_EQ(dest, Bytes(10, std::byte{0x55}));
+}
+
+TEST(RxFramer, BadBytesAreReportedNotParsed) {
+  Bytes junk(64, std::byte{0x41});
+  for (bool read_ahead : {true, false}) {
+    RxFramer f(read_ahead, 48);
+    Seen seen;
+    std::string why;
+    EXPECT_FALSE(run(f, junk, junk.size(), seen, &why));
+    EXPECT_EQ(why, "bad frame header: bad magic");
+  }
+  // Exact mode: a frame shorter than the channel's prefix.
+  Bytes two = completion(1);
+  const Bytes more = completion(2);
+  two.insert(two.end(), more.begin(), more.end());
+  RxFramer f(false, 48);
+  Seen seen;
+  std::string why;
+  EXPECT_FALSE(run(f, two, two.size(), seen, &why));
+  EXPECT_EQ(why, "frame shorter than its channel allows");
+}
+
+}  // namespace
+}  // namespace ringxfer::transport::detail

@@ -13,6 +13,7 @@
 #include "base/check.h"
 #include "base/errno_status.h"
 #include "base/log.h"
+#include "transport/op_errors.h"
 #include "transport/worker.h"
 #include "wire/codec.h"
 
@@ -139,6 +140,7 @@ void Worker::on_accept(int32_t res) {
     return;
   }
   if (res >= 0) {
+    accept_paused_ = false;
     apply_socket_options(res);
     Conn* c = new_conn(res, false);
     c->state = ConnState::kHandshake;
@@ -147,11 +149,27 @@ void Worker::on_accept(int32_t res) {
     // socket for the ring its peer lives on.
     c->rx.configure(/*read_ahead=*/false, kDataPrefixBytes);
     drive_rx(c);
-  } else if (res != -ECANCELED) {
-    RX_LOG(kWarn, "accept failed: %s", base::errno_to_status(-res, "accept").ToString());
-  }
-  if (res != -ECANCELED) {
     arm_accept();
+    return;
+  }
+  const OpError e = accept_failed(-res);
+  switch (e.next) {
+    case Next::kStop:
+      return;
+    case Next::kResubmit:
+      arm_accept();
+      return;
+    case Next::kBackOff:
+    case Next::kFail:
+      // Out of descriptors (or memory): accepting again at once would fail again at once
+      // and spin this ring. Pause; the tick re-arms it. Said once per episode.
+      if (!accept_paused_) {
+        RX_LOG(kWarn, "%s; not accepting connections for %d ms at a time until one succeeds",
+               e.status.message(), kAcceptPauseNs / 1'000'000);
+      }
+      accept_paused_ = true;
+      accept_resume_ns_ = now_ns() + kAcceptPauseNs;
+      return;
   }
 }
 

@@ -30,6 +30,10 @@ using detail::SendItem;
 void Worker::tick() {
   reclaim();
   const int64_t now = now_ns();
+  if (accept_resume_ns_ != 0 && now >= accept_resume_ns_) {
+    accept_resume_ns_ = 0;
+    arm_accept();
+  }
   const int64_t timeout = t_->config.timeout_ns;
   const int64_t timeout_ms = timeout / 1'000'000;
   for (Conn* c : [&] {

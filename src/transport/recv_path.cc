@@ -9,6 +9,7 @@
 #include "base/check.h"
 #include "base/errno_status.h"
 #include "base/log.h"
+#include "transport/op_errors.h"
 #include "transport/worker.h"
 #include "wire/codec.h"
 
@@ -67,9 +68,18 @@ void Worker::on_recv(Conn* c, int32_t res) {
   if (c->state == ConnState::kClosing) {
     return;
   }
-  if (res <= 0) {
-    close_conn(c, res == 0 ? absl::UnavailableError("the peer closed the connection")
-                           : base::errno_to_status(-res, "recv"));
+  if (res == 0) {
+    close_conn(c, absl::UnavailableError("the peer closed the connection"));
+    return;
+  }
+  if (res < 0) {
+    const OpError e = recv_failed(-res);
+    if (e.next == Next::kResubmit) {
+      c->rx.retry();
+      drive_rx(c);
+    } else {
+      close_conn(c, e.status);
+    }
     return;
   }
   const size_t n = static_cast<size_t>(res);

@@ -70,6 +70,8 @@ class RxFramer {
   Target next();
   // `n` > 0 bytes landed in the last Target.
   void received(size_t n);
+  // The last receive failed without a byte (EINTR): next() may be asked again.
+  void retry() noexcept { awaiting_ = false; }
   // Bytes the last Target asked for.
   size_t asked() const noexcept { return asked_; }
 

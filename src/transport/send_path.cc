@@ -13,6 +13,7 @@
 #include "base/check.h"
 #include "base/errno_status.h"
 #include "base/log.h"
+#include "transport/op_errors.h"
 #include "transport/worker.h"
 #include "wire/codec.h"
 
@@ -231,8 +232,13 @@ void Worker::on_send(Conn* c, int32_t res, bool pinned) {
     return;
   }
   if (res < 0) {
-    c->tx.cancel_inflight();
-    close_conn(c, base::errno_to_status(-res, "send"));
+    c->tx.cancel_inflight();  // an error means nothing was sent
+    const OpError e = send_failed(-res);
+    if (e.next == Next::kResubmit) {
+      pump_tx(c);
+    } else {
+      close_conn(c, e.status);
+    }
     return;
   }
   if (static_cast<size_t>(res) < asked) {

@@ -12,6 +12,7 @@
 #include "base/check.h"
 #include "base/errno_status.h"
 #include "base/log.h"
+#include "transport/op_errors.h"
 #include "transport/worker.h"
 #include "wire/codec.h"
 
@@ -122,8 +123,7 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
         break;
       }
       if (res < 0) {
-        close_conn(c, base::errno_to_status(
-                          -res, absl::StrFormat("connect to %s", addr_string(c->peer->addr))));
+        close_conn(c, connect_failed(-res, addr_string(c->peer->addr)).status);
         break;
       }
       c->state = ConnState::kHandshake;

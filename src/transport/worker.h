@@ -236,6 +236,10 @@ class Worker final : public ring::CompletionHandler {
   std::vector<uint32_t> released_;
   absl::flat_hash_map<std::string, std::unique_ptr<Peer>> peers_;
   int listen_fd_ = -1;
+  // The listener pauses after accept fails for want of descriptors or memory.
+  static constexpr int64_t kAcceptPauseNs = 100'000'000;
+  int64_t accept_resume_ns_ = 0;  // when the tick re-arms it; 0: not paused
+  bool accept_paused_ = false;    // since the last accepted connection (one log line)
   bool stopping_ = false;
 
   // Zero-copy sends: their CQEs carry a slot here, since a notification can come

@@ -1,6 +1,10 @@
 // Regression tests for the failures of issue 10, through the public API: concurrent
 // reads right after two engines meet, deregistration while a peer streams into (or
 // reads from) a region, teardown with transfers in flight, fork().
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "ringxfer/ringxfer.h"
 #include "support/fake_peer.h"
+#include "support/raw_socket.h"
 
 namespace ringxfer {
 namespace {
@@ -322,6 +327,139 @@ TEST(Regression, ForkedChildFailsFastAndExits) {
   StatusHandle again = must((*a)->write(ms, 0, md, 0, 4096, 3));
   ASSERT_TRUE(again->wait(seconds(10)));
   EXPECT_TRUE(again->succeeded()) << again->status();
+}
+
+// CPU seconds (user + system) process `pid` has used so far.
+double process_cpu_s(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE* f = fopen(path, "r");
+  if (f == nullptr) {
+    return -1;
+  }
+  char buf[1024] = {};
+  const size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  // Fields after the command name (which may hold spaces) start after the last ')'.
+  const char* p = strrchr(buf, ')');
+  unsigned long utime = 0, stime = 0;
+  // state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+  if (p == nullptr ||
+      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Out of descriptors, accept fails with EMFILE. The listener used to re-arm at once and
+// log each failure: a ring thread spun and wrote millions of identical lines. Now it
+// pauses (said once), and accepts again once descriptors are free.
+TEST(Regression, AcceptOutOfDescriptorsPausesInsteadOfSpinning) {
+  int err_pipe[2], port_pipe[2];
+  ASSERT_EQ(pipe(err_pipe), 0);
+  ASSERT_EQ(pipe(port_pipe), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(60);
+    dup2(err_pipe[1], 2);
+    close(err_pipe[0]);
+    close(port_pipe[0]);
+    EngineConfig cfg;
+    cfg.rings = 1;
+    cfg.timeout = milliseconds(1000);  // accepted sockets without a hello close after 1 s
+    auto e = Engine::create("target", cfg);
+    if (!e.ok()) {
+      _exit(3);
+    }
+    // Room for two more descriptors: the rest of the accepts fail with EMFILE.
+    int top = 0;
+    if (DIR* d = opendir("/proc/self/fd")) {
+      while (dirent* ent = readdir(d)) {
+        top = std::max(top, atoi(ent->d_name));
+      }
+      closedir(d);
+    }
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = static_cast<rlim_t>(top + 8);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    // Fill every free descriptor below the limit but two.
+    std::vector<int> fill;
+    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) {
+      fill.push_back(fd);
+    }
+    for (int i = 0; i < 2 && !fill.empty(); ++i) {
+      close(fill.back());
+      fill.pop_back();
+    }
+    const uint16_t port = (*e)->desc().port;
+    [[maybe_unused]] ssize_t w = write(port_pipe[1], &port, sizeof(port));
+    pause();
+    _exit(0);
+  }
+  close(err_pipe[1]);
+  close(port_pipe[1]);
+  uint16_t port = 0;
+  ASSERT_EQ(read(port_pipe[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  std::vector<std::unique_ptr<testing::RawClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(std::make_unique<testing::RawClient>(port));  // queued in the backlog
+  }
+  std::this_thread::sleep_for(milliseconds(200));
+  const double cpu0 = process_cpu_s(pid);
+  std::this_thread::sleep_for(milliseconds(500));
+  const double cpu1 = process_cpu_s(pid);
+  clients.clear();
+  // Once the accepted sockets time out (1 s without a hello), a real peer gets in.
+  EngineConfig icfg;
+  icfg.timeout = milliseconds(2000);
+  auto init = Engine::create("initiator", icfg);
+  ASSERT_TRUE(init.ok());
+  EngineDesc target;
+  target.key = "target";
+  target.host = "127.0.0.1";
+  target.port = port;
+  ASSERT_TRUE((*init)->register_remote_engine(target).ok());
+  std::vector<uint8_t> buf(64);
+  MemoryDesc mine = *(*init)->register_memory(buf.data(), buf.size());
+  MemoryDesc theirs;
+  theirs.engine_key = "target";
+  theirs.id = 1;
+  theirs.size = 64;
+  absl::Status last;
+  bool answered = false;
+  for (uint64_t id = 1; id < 10 && !answered; ++id) {
+    StatusHandle s = must((*init)->write(mine, 0, theirs, 0, 8, id));
+    ASSERT_TRUE(s->wait(seconds(20)));
+    last = s->status();
+    // The target has no memory 1: kNotFound means it accepted, shook hands and answered.
+    answered = s->code() == absl::StatusCode::kNotFound;
+    if (!answered) {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  fcntl(err_pipe[0], F_SETFL, O_NONBLOCK);
+  std::string log;
+  char chunk[4096];
+  for (ssize_t n; (n = read(err_pipe[0], chunk, sizeof(chunk))) > 0;) {
+    log.append(chunk, static_cast<size_t>(n));
+  }
+  close(err_pipe[0]);
+  close(port_pipe[0]);
+  size_t accept_lines = 0;
+  for (size_t at = 0; (at = log.find("Too many open files", at)) != std::string::npos; ++at) {
+    ++accept_lines;
+  }
+  ASSERT_GE(cpu0, 0);
+  EXPECT_LT(cpu1 - cpu0, 0.15) << "the target spent " << (cpu1 - cpu0)
+                               << " CPU s in 0.5 s with accept failing";
+  EXPECT_LE(accept_lines, 5u) << "accept failures logged " << accept_lines << " times";
+  EXPECT_TRUE(answered) << "the listener never accepted again: " << last;
 }
 
 }  // namespace

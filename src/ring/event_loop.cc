@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <future>
@@ -71,6 +72,17 @@ void EventLoop::stop() {
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
     thread_.join();
   }
+  run_late_tasks();
+}
+
+void EventLoop::run_late_tasks() {
+  // The loop thread is gone: tasks still queued (or posted from now on) run here, on
+  // the thread that stopped the loop, so that no callback is lost and no descriptor a
+  // task carries leaks. Their owners see that they are stopping.
+  std::lock_guard lock(late_mu_);
+  exited_.store(true, std::memory_order_release);
+  while (tasks_.run(256) > 0) {
+  }
 }
 
 EventLoop::~EventLoop() {
@@ -82,6 +94,11 @@ EventLoop::~EventLoop() {
 }
 
 void EventLoop::post(absl::AnyInvocable<void() &&> fn) {
+  if (exited_.load(std::memory_order_acquire)) {
+    std::lock_guard lock(late_mu_);  // one consumer at a time (TaskQueue is MPSC)
+    std::move(fn)();
+    return;
+  }
   if (tasks_.push(std::move(fn))) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t one = 1;
@@ -126,6 +143,7 @@ void EventLoop::drain_and_stop(absl::AnyInvocable<bool()> idle, absl::AnyInvocab
   });
   thread_.join();
   stop_.store(true, std::memory_order_release);
+  run_late_tasks();
 }
 
 int64_t EventLoop::inflight() const noexcept {
@@ -233,8 +251,17 @@ void EventLoop::run(const RingOptions&, int) {
       skipped = 0;
     }
     if (ret < 0) {
-      RX_LOG(kError, "%s: io_uring_enter failed: %s", name_,
-             base::errno_to_status(-ret, "submit").ToString());
+      // Entering again at once would fail again at once: back off (doubling to 100 ms),
+      // and say so for the first failure and then at every power of two.
+      ++enter_failures_;
+      if ((enter_failures_ & (enter_failures_ - 1)) == 0) {
+        RX_LOG(kError, "%s: io_uring_enter failed (%d times in a row): %s", name_, enter_failures_,
+               base::errno_to_status(-ret, "submit").ToString());
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(
+          std::min<int64_t>(int64_t{100} << std::min<uint64_t>(enter_failures_, 10), 100'000)));
+    } else {
+      enter_failures_ = 0;
     }
   }
   // Drain completions of what is still in flight so nothing is left referencing

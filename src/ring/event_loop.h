@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -41,10 +42,11 @@ class EventLoop {
   // Starts the thread and creates the ring on it; fails with the ring's error.
   static absl::StatusOr<std::unique_ptr<EventLoop>> start(const RingOptions& options,
                                                           std::string name, int cpu = -1);
-  // Stops and joins. Tasks still queued are dropped without running.
+  // Stops and joins; tasks still queued run on this thread (see stop()).
   ~EventLoop();
   // Stops the thread and joins it (idempotent); the ring stays until destruction, so
-  // handlers may still refer to this loop while it stops.
+  // handlers may still refer to this loop while it stops. Tasks still queued then run
+  // on the calling thread, and so does any task posted afterwards: none is dropped.
   void stop();
 
   // Any thread but the loop's: the loop keeps turning (tasks, completions) until `idle()`
@@ -81,6 +83,7 @@ class EventLoop {
   EventLoop() = default;
   void run(const RingOptions& options, int cpu);
   void arm_wake() noexcept;
+  void run_late_tasks();
   void dispatch(const io_uring_cqe& cqe) noexcept;
   void publish_counters() noexcept;
 
@@ -97,9 +100,13 @@ class EventLoop {
   absl::AnyInvocable<void()> drain_last_;
   int64_t drain_deadline_ns_ = 0;
   bool wake_armed_ = false;
+  uint64_t enter_failures_ = 0;  // io_uring_enter failures in a row
   int64_t tick_period_ns_ = 100'000'000;
   int64_t next_tick_ns_ = 0;
   std::atomic<bool> stop_{false};
+  // Set once the loop thread has exited: posts then run on the posting thread.
+  std::atomic<bool> exited_{false};
+  std::mutex late_mu_;
   std::thread thread_;
   std::thread::id thread_id_;
   std::string name_;

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_format.h"
+#include "base/check.h"
 #include "base/errno_status.h"
 #include "base/log.h"
 
@@ -154,13 +157,9 @@ io_uring_sqe* Ring::sqe(uint64_t user_data) noexcept {
   if (s == nullptr) [[unlikely]] {
     // The SQ is full: hand it to the kernel and take a slot from the emptied queue.
     ++counters_.full_flushes;
-    flush();
+    make_room();
     s = io_uring_get_sqe(&ring_);
-    while (s == nullptr) {
-      // SQPOLL may not have consumed yet; this only waits on the kernel thread.
-      flush();
-      s = io_uring_get_sqe(&ring_);
-    }
+    RX_CHECK_MSG(s != nullptr, "no SQE after the SQ was submitted");
   }
   io_uring_sqe_set_data64(s, user_data);
   ++inflight_;
@@ -185,6 +184,9 @@ int Ring::flush() noexcept {
 }
 
 int Ring::submit_and_wait(int64_t timeout_ns) noexcept {
+  if (!backlog_.empty()) {
+    timeout_ns = 0;  // completions are already waiting to be reaped
+  }
   const unsigned n = io_uring_sq_ready(&ring_);
   if (n == 0 && io_uring_cq_ready(&ring_) > 0) {
     return 0;  // work is already waiting: no need to enter the kernel
@@ -225,9 +227,49 @@ int Ring::submit_and_wait(int64_t timeout_ns) noexcept {
 }
 
 void Ring::reserve(unsigned n) noexcept {
-  while (io_uring_sq_space_left(&ring_) < n) {
+  if (io_uring_sq_space_left(&ring_) < n) {
     ++counters_.full_flushes;
-    flush();
+    make_room();
+  }
+}
+
+void Ring::make_room() noexcept {
+  int64_t pause_us = 1;
+  for (int attempt = 0;; ++attempt) {
+    const int ret = flush();
+    if (io_uring_sq_space_left(&ring_) > 0 && ret >= 0) {
+      return;
+    }
+    if (ret == -EBUSY || ret == -EAGAIN || io_uring_cq_ready(&ring_) > 0) {
+      // Completions the kernel cannot post until the CQ has room: take them off now
+      // (copied, delivered by the next reap) instead of submitting again at once.
+      io_uring_cqe* batch[kReapBatch];
+      unsigned n;
+      while ((n = io_uring_peek_batch_cqe(&ring_, batch, kReapBatch)) > 0) {
+        for (unsigned i = 0; i < n; ++i) {
+          backlog_.push_back(*batch[i]);
+        }
+        io_uring_cq_advance(&ring_, n);
+        counters_.cqes += n;
+      }
+    }
+    if (ret >= 0 && features_.sqpoll) {
+      // SQPOLL: the kernel thread has not consumed the SQ yet.
+      io_uring_sqring_wait(&ring_);
+      continue;
+    }
+    if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
+      RX_CHECK_MSG(attempt < 2000, "io_uring_submit keeps failing with a full SQ");
+      if (attempt == 0) {
+        RX_LOG(kError, "io_uring_submit failed with a full SQ: %s; retrying with back-off",
+               base::errno_to_status(-ret, "submit").ToString());
+      }
+    }
+    if (attempt > 0 && ret < 0) {
+      // Give the kernel (memory, the CQ) time; doubling up to 10 ms.
+      std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+      pause_us = std::min<int64_t>(pause_us * 2, 10'000);
+    }
   }
 }
 

@@ -90,6 +90,18 @@ class Ring {
   template <typename Fn>
   unsigned reap(Fn&& fn) noexcept {
     unsigned total = 0;
+    if (!backlog_.empty()) [[unlikely]] {
+      // CQEs moved aside while a full SQ waited for room (make_room), oldest first.
+      std::vector<io_uring_cqe> held;
+      held.swap(backlog_);
+      for (const io_uring_cqe& c : held) {
+        if ((c.flags & IORING_CQE_F_MORE) == 0) {
+          --inflight_;
+        }
+        ++total;
+        fn(c);
+      }
+    }
     for (;;) {
       io_uring_cqe* batch[kReapBatch];
       const unsigned n = io_uring_peek_batch_cqe(&ring_, batch, kReapBatch);
@@ -169,6 +181,11 @@ class Ring {
   static constexpr unsigned kReapBatch = 64;
   Ring() = default;
   int flush() noexcept;
+  // The SQ is full: submits, and when the kernel refuses (an overcommitted CQ: EBUSY,
+  // EAGAIN) moves the CQEs it holds aside for the next reap and tries again, backing
+  // off on other errors. Never spins on a failing submit; aborts, saying why, if the
+  // kernel refuses for seconds.
+  void make_room() noexcept;
 
   io_uring ring_{};
   bool initialized_ = false;
@@ -177,6 +194,7 @@ class Ring {
   RingFeatures features_;
   RingCounters counters_;
   uint64_t inflight_ = 0;
+  std::vector<io_uring_cqe> backlog_;  // CQEs taken off the CQ by make_room, not yet reaped
 };
 
 }  // namespace ringxfer::ring

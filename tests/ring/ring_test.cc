@@ -84,6 +84,31 @@ TEST(Ring, FlushesWhenSubmissionQueueIsFull) {
   EXPECT_EQ(got, 20u);
 }
 
+// Far more operations than the completion queue holds, taken without a reap in between:
+// the ring must not spin on a submit the kernel refuses for an overcommitted CQ, and
+// every completion must still come, exactly once (STYLE.md section 10, 1).
+TEST(Ring, OvercommittedCompletionQueueIsDrainedNotSpunOn) {
+  auto r = make_ring(8);  // 8 SQEs, 32 CQEs
+  ASSERT_NE(r, nullptr);
+  constexpr uint32_t kOps = 4000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < kOps; ++i) {
+    io_uring_prep_nop(r->sqe(Tag{5, 0, 0, i}.pack()));
+  }
+  std::vector<int> seen(kOps, 0);
+  unsigned got = 0;
+  for (int tries = 0; got < kOps && tries < 1000; ++tries) {
+    ASSERT_EQ(r->submit_and_wait(10'000'000), 0);
+    got += r->reap([&](const io_uring_cqe& cqe) { ++seen.at(Tag::unpack(cqe.user_data).slot); });
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(got, kOps);
+  for (uint32_t i = 0; i < kOps; ++i) {
+    ASSERT_EQ(seen[i], 1) << "operation " << i;
+  }
+  EXPECT_EQ(r->inflight(), 0u);
+}
+
 TEST(Ring, WaitTimesOutWithoutError) {
   auto r = make_ring();
   ASSERT_NE(r, nullptr);
@@ -358,6 +383,33 @@ struct Recorder : CompletionHandler {
     }
   }
 };
+
+// A loop that has stopped runs what is still handed to it on the thread that stopped it
+// (or posts), instead of dropping it: a dropped task loses a callback or leaks the
+// descriptor it carries.
+TEST(EventLoop, TasksPostedToAStoppedLoopStillRun) {
+  auto loop = EventLoop::start(RingOptions{}, "rx-test");
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  std::atomic<int> ran{0};
+  (*loop)->stop();
+  (*loop)->post([&] { ran.fetch_add(1); });
+  EXPECT_EQ(ran.load(), 1) << "a task posted after stop() was dropped";
+  loop->reset();
+}
+
+// drain_and_stop keeps the loop turning until its owner says it is idle, then runs the
+// owner's last step and every task still queued on the loop thread.
+TEST(EventLoop, DrainRunsUntilIdleThenTheLastStepOnTheLoopThread) {
+  auto loop = EventLoop::start(RingOptions{}, "rx-test");
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  std::atomic<int> turns{0};
+  std::atomic<bool> last_on_loop{false};
+  (*loop)->drain_and_stop([&] { return turns.fetch_add(1) >= 3; },
+                          [&, l = loop->get()] { last_on_loop = l->in_loop_thread(); },
+                          1'000'000'000);
+  EXPECT_GE(turns.load(), 4);
+  EXPECT_TRUE(last_on_loop.load());
+}
 
 TEST(EventLoop, DispatchesCompletionsByKind) {
   auto loop = make_loop();

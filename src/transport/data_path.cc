@@ -31,7 +31,7 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
   if (c->outbound) {
     // Read data coming back to this initiator.
     auto it = p->out_ops.find(seq);
-    if (it == p->out_ops.end() || it->second->failed) {
+    if (it == p->out_ops.end() || it->second->failed()) {
       // A transfer that failed or timed out already: its late data is dropped.
       c->parked_seq = 0;
       start_discard(c, payload);
@@ -79,7 +79,7 @@ void Worker::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
   if (in->received + payload > in->total) {
     return hostile("more data than the request announced");
   }
-  const bool place = in->status.ok();
+  const bool place = !in->failed();
   dest.reserve(place ? entries.size() : 0);
   for (const wire::BatchEntry e : entries) {
     if (e.segment >= in->lengths.size() || e.offset + e.length > in->lengths[e.segment]) {

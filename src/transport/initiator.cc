@@ -32,7 +32,7 @@ void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
   t_->counters.transfers_initiated.fetch_add(1, std::memory_order_relaxed);
   Peer* p = peer(key, false);
   if (stopping_ || p == nullptr || !p->has_addr) {
-    op->finished = true;
+    op->phase = Phase::kDone;
     t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
     std::move(op->done)(stopping_ ? absl::UnavailableError("the engine is shutting down")
                                   : absl::NotFoundError(absl::StrFormat(
@@ -51,7 +51,7 @@ void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
 void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
   open_outbound(p);
   if (p->out_ctrl == nullptr) {
-    op->finished = true;
+    op->phase = Phase::kDone;
     t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
     std::move(op->done)(absl::UnavailableError(absl::StrFormat("cannot connect to %s", p->key)));
     return;
@@ -93,38 +93,37 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
 }
 
 void Worker::fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why) {
-  if (op->finished || op->failed) {
+  if (op->phase != Phase::kActive) {
     return;
   }
-  op->failed = true;
-  op->result = why;
+  op->fail(why);
   if (why.code() == absl::StatusCode::kDeadlineExceeded) {
     t_->counters.timeouts.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
 void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
-  if (op->finished || op->pending > 0 || p == nullptr) {
+  if (op->finished() || op->pending > 0 || p == nullptr) {
     return;
   }
-  if (!op->failed) {
+  if (!op->failed()) {
     if (!op->remote_done) {
       return;
     }
-    if (op->kind == wire::OpKind::kRead && op->result.ok() && op->received < op->total) {
+    if (op->kind == wire::OpKind::kRead && op->status.ok() && op->received < op->total) {
       return;
     }
   }
-  op->finished = true;
+  op->phase = Phase::kDone;
   op->pins.clear();  // nothing of it is in the kernel any more
   auto it = p->out_ops.find(op->seq);
   if (it != p->out_ops.end() && it->second == op) {
     p->out_ops.erase(it);
   }
-  if (!op->result.ok()) {
+  if (!op->status.ok()) {
     t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
   }
-  std::move(op->done)(op->result);
+  std::move(op->done)(op->status);
   while (!p->backlog.empty() && p->out_ops.size() < kOutboundOpsMaxPerPeer && !stopping_) {
     std::shared_ptr<OutOp> next = std::move(p->backlog.front());
     p->backlog.pop_front();
@@ -148,8 +147,8 @@ void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
     return;
   }
   op->remote_done = true;
-  if (!op->failed && cmp.status != 0) {
-    op->result =
+  if (!op->failed() && cmp.status != 0) {
+    op->status =
         status_from_wire(cmp.status, absl::StrFormat("%s (reported by %s)", cmp.message, p->key));
   }
   maybe_finish(p, op);

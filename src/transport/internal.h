@@ -24,47 +24,57 @@ namespace ringxfer::transport::detail {
 
 struct Peer;
 
-// A transfer this engine initiated.
-struct OutOp {
+// The phase of a transfer, on either side; it only moves forward:
+//   kActive -> kDone, or kActive -> kFailed -> kDone.
+// kActive: its frames move. kFailed: it failed here (timeout, connection lost, memory
+// deregistered, bad request); the kernel may still hold its memory (`pending`), so it is
+// not final yet and sends or places nothing more. kDone: final and reported; nothing of
+// it is in the kernel.
+enum class Phase : uint8_t { kActive, kFailed, kDone };
+
+// What initiated and served transfers share. Pinned (by shared_ptr) by every send item,
+// zero-copy slot and payload receive that references its memory.
+struct Transfer {
   Peer* peer = nullptr;  // peers live as long as their worker
   uint64_t id = 0;
-  uint32_t seq = 0;  // the request sequence (wire/frames.h); its key in Peer::out_ops
+  uint32_t seq = 0;  // the request sequence (wire/frames.h); its key in the peer's map
   uint16_t parts = 0;
   wire::OpKind kind = wire::OpKind::kWrite;
-  std::vector<Piece> pieces;
+  Phase phase = Phase::kActive;
+  absl::Status status;  // the outcome so far; the first error wins
   uint64_t total = 0;
+  uint64_t received = 0;  // payload bytes placed (or, served writes, dropped)
   int64_t deadline_ns = 0;
-  DoneFn done;
-  // Kernel operations that still reference `pieces` memory: send items not fully
-  // sent, zero-copy notifications not yet posted, payload receives in flight.
+  // Kernel operations that still reference its memory: send items not fully sent and
+  // zero-copy notifications not yet posted (and, initiated reads, payload receives).
   int pending = 0;
-  uint64_t received = 0;          // read: payload bytes placed
-  Coverage coverage;              // read: bytes claimed by data frames (each at most once)
-  std::vector<uint64_t> starts;   // read: where each piece starts in the transfer
-  std::vector<memory::Pin> pins;  // the local region, held until no byte moves
-  bool remote_done = false;
-  bool failed = false;
-  bool finished = false;
-  absl::Status result;
+  Coverage coverage;              // bytes claimed by data frames (each at most once)
+  std::vector<uint64_t> starts;   // where each segment starts in the transfer
+  std::vector<memory::Pin> pins;  // the regions it uses, held until no byte moves
+
+  bool failed() const noexcept { return phase == Phase::kFailed; }
+  bool finished() const noexcept { return phase == Phase::kDone; }
+  // Moves an active transfer to kFailed with `why` (not OK). Later failures keep the
+  // first cause.
+  void fail(absl::Status why) {
+    if (phase == Phase::kActive && !why.ok()) {
+      status = std::move(why);
+      phase = Phase::kFailed;
+    }
+  }
+};
+
+// A transfer this engine initiated.
+struct OutOp : Transfer {
+  std::vector<Piece> pieces;
+  DoneFn done;
+  bool remote_done = false;  // the target's completion came
 };
 
 // A transfer another engine made to or from this engine's memory.
-struct InOp {
-  Peer* peer = nullptr;
-  uint64_t id = 0;
-  uint32_t seq = 0;  // the request sequence; its key in Peer::in_ops
-  uint16_t parts = 0;
-  wire::OpKind kind = wire::OpKind::kWrite;
-  std::vector<iovec> segments;  // resolved local ranges, in request order
-  uint64_t total = 0;
-  uint64_t received = 0;          // write: payload bytes placed or discarded
+struct InOp : Transfer {
+  std::vector<iovec> segments;    // resolved local ranges, in request order
   std::vector<uint64_t> lengths;  // the request's segment lengths (also when unresolved)
-  std::vector<uint64_t> starts;   // where each segment starts in the transfer
-  Coverage coverage;              // write: bytes claimed by data frames
-  int64_t deadline_ns = 0;
-  int pending = 0;  // read: send items and notifications outstanding
-  absl::Status status;
-  std::vector<memory::Pin> pins;  // the regions it resolved, held until no byte moves
   int receiving = 0;              // write: payload receives into its memory in progress
   bool reported = false;          // the inbound status was recorded
   bool completion_sent = false;   // the completion frame was queued

@@ -63,12 +63,12 @@ void Worker::tick() {
     Peer* p = up.get();
     std::vector<std::shared_ptr<OutOp>> late;
     for (auto& [id, op] : p->out_ops) {
-      if (!op->failed && now > op->deadline_ns) {
+      if (!op->failed() && now > op->deadline_ns) {
         late.push_back(op);
       }
     }
     for (auto& op : p->backlog) {
-      if (!op->failed && now > op->deadline_ns) {
+      if (!op->failed() && now > op->deadline_ns) {
         late.push_back(op);
       }
     }
@@ -94,9 +94,9 @@ void Worker::tick() {
                            key, timeout_ms / 2)));
     }
     std::erase_if(p->backlog, [](const std::shared_ptr<OutOp>& op) {
-      if (op->failed && !op->finished) {
-        op->finished = true;
-        std::move(op->done)(op->result);
+      if (op->failed()) {
+        op->phase = Phase::kDone;
+        std::move(op->done)(op->status);
         return true;
       }
       return false;
@@ -123,7 +123,7 @@ void Worker::tick() {
 // Deregistration
 
 void Worker::release_if_idle(InOp& in) {
-  if (!in.status.ok() && in.pending == 0 && in.receiving == 0) {
+  if (in.failed() && in.pending == 0 && in.receiving == 0) {
     in.pins.clear();
   }
 }
@@ -156,12 +156,12 @@ void Worker::fence(const memory::RegionUse* use, uint64_t id) {
     Peer* p = up.get();
     std::vector<std::shared_ptr<OutOp>> outs;
     for (auto& [seq, op] : p->out_ops) {
-      if (!op->finished && holds(op->pins)) {
+      if (!op->finished() && holds(op->pins)) {
         outs.push_back(op);
       }
     }
     for (auto& op : p->backlog) {
-      if (!op->finished && holds(op->pins)) {
+      if (!op->finished() && holds(op->pins)) {
         outs.push_back(op);
       }
     }
@@ -185,10 +185,8 @@ void Worker::fence(const memory::RegionUse* use, uint64_t id) {
     std::vector<Conn*> in_conns = p->in_data;
     in_conns.push_back(p->in_ctrl);
     for (auto& in : ins) {
-      if (in->status.ok()) {
-        in->status = absl::FailedPreconditionError(absl::StrFormat(
-            "memory %d was deregistered during transfer %d from %s", id, in->id, key));
-      }
+      in->fail(absl::FailedPreconditionError(absl::StrFormat(
+          "memory %d was deregistered during transfer %d from %s", id, in->id, key)));
       if (in->kind == wire::OpKind::kRead && !in->completion_sent) {
         // The rest of the read is not sent; its completion says why.
         drop_unstarted(in_conns, [&in](const SendItem& item) { return item.in == in; });
@@ -196,10 +194,10 @@ void Worker::fence(const memory::RegionUse* use, uint64_t id) {
       release_if_idle(*in);
     }
     std::erase_if(p->backlog, [](const std::shared_ptr<OutOp>& op) {
-      if (op->failed && !op->finished) {
-        op->finished = true;
+      if (op->failed()) {
+        op->phase = Phase::kDone;
         op->pins.clear();
-        std::move(op->done)(op->result);
+        std::move(op->done)(op->status);
         return true;
       }
       return false;
@@ -236,15 +234,15 @@ void Worker::abandon() {
   // drain timed out, which was logged).
   for (auto& [key, p] : peers_) {
     for (auto& [id, op] : p->out_ops) {
-      if (!op->finished) {
-        op->finished = true;
+      if (!op->finished()) {
+        op->phase = Phase::kDone;
         std::move(op->done)(absl::UnavailableError("the engine is shutting down"));
       }
     }
     p->out_ops.clear();
     for (auto& op : p->backlog) {
-      if (!op->finished) {
-        op->finished = true;
+      if (!op->finished()) {
+        op->phase = Phase::kDone;
         std::move(op->done)(absl::UnavailableError("the engine is shutting down"));
       }
     }

@@ -267,8 +267,8 @@ void Worker::item_done(SendItem& item, bool ok) {
   if (item.in) {
     std::shared_ptr<InOp> in = std::move(item.in);
     --in->pending;
-    if (!ok && in->status.ok()) {
-      in->status = absl::UnavailableError("the connection closed before the data was sent");
+    if (!ok) {
+      in->fail(absl::UnavailableError("the connection closed before the data was sent"));
     }
     release_if_idle(*in);
     maybe_finish_in(in->peer, in);

@@ -33,9 +33,7 @@ void Worker::report_inbound(Peer* p, InOp& in, const absl::Status& st) {
     return;
   }
   in.reported = true;
-  if (in.status.ok()) {
-    in.status = st;
-  }
+  in.fail(st);
   if (t_->inbound) {
     t_->inbound(p->key, in.id, in.status, in.parts);
   }
@@ -77,14 +75,14 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
     absl::StatusOr<std::byte*> at =
         t_->registry->resolve(s.memory_id, s.offset, s.length, region, in->pins);
     if (!at.ok()) {
-      in->status = at.status();
+      in->fail(at.status());
       break;
     }
     in->segments.push_back(iovec{*at, s.length});
   }
   if (r.op == wire::OpKind::kWrite) {
     p->in_ops.emplace(in->seq, in);
-    if (!in->status.ok()) {
+    if (in->failed()) {
       // Fail fast; the payload that follows is read and dropped.
       const absl::Status st = in->status;
       report_inbound(p, *in, st);
@@ -94,7 +92,7 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
     unpark(p);
     return;
   }
-  if (!in->status.ok()) {
+  if (in->failed()) {
     const absl::Status st = in->status;
     report_inbound(p, *in, st);
     queue_completion(c, *in, st);

@@ -33,29 +33,7 @@ std::string host_name() {
 }
 
 transport::Config transport_config(const std::string& key, const EngineConfig& c) {
-  transport::Config t;
-  t.key = key;
-  t.host = c.host;
-  t.port = c.port;
-  t.rings = c.rings;
-  // `stripes` counts a peer's data connections in all: each of the `rings` lane groups
-  // opens its share.
-  t.stripes = std::max(1, (c.stripes + c.rings - 1) / c.rings);
-  t.timeout_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(c.timeout).count();
-  t.stripe_threshold_bytes = c.stripe_threshold_bytes;
-  t.chunk_bytes = c.chunk_bytes;
-  t.zerocopy_threshold_bytes = c.zerocopy_threshold_bytes;
-  t.ring_entries = c.ring_entries;
-  t.sqpoll = c.sqpoll;
-  t.ring_cpus = c.ring_cpus;
-  t.socket.send_buffer_bytes = c.socket.send_buffer_bytes;
-  t.socket.recv_buffer_bytes = c.socket.recv_buffer_bytes;
-  t.socket.keepalive = c.socket.keepalive;
-  t.socket.keepalive_idle_s = c.socket.keepalive_idle_s;
-  t.socket.keepalive_interval_s = c.socket.keepalive_interval_s;
-  t.socket.keepalive_count = c.socket.keepalive_count;
-  t.socket.nodelay = c.socket.nodelay;
-  return t;
+  return transport::Config{key, c};
 }
 
 // The transport-level key of lane group g of engine `key` when an engine runs `groups`

@@ -69,7 +69,7 @@ void Worker::remove_peer(const std::string& key) {
 }
 
 void Worker::apply_socket_options(int fd) {
-  const SocketConfig& s = t_->config.socket;
+  const SocketOptions& s = t_->config.engine.socket;
   int one = 1;
   if (s.nodelay) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -88,7 +88,7 @@ void Worker::apply_socket_options(int fd) {
   }
   // Unacknowledged data older than the operation timeout breaks the connection.
   const unsigned user_timeout_ms =
-      static_cast<unsigned>(std::min<int64_t>(t_->config.timeout_ns / 1'000'000, 0x7fffffff));
+      static_cast<unsigned>(std::min<int64_t>(t_->config.timeout_ns() / 1'000'000, 0x7fffffff));
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
@@ -129,8 +129,8 @@ void Worker::open_outbound(Peer* p) {
     return;
   }
   p->out_ctrl = connect_one(p, wire::ChannelKind::kControl, 0);
-  p->out_data.assign(static_cast<size_t>(t_->config.stripes), nullptr);
-  for (int i = 0; i < t_->config.stripes; ++i) {
+  p->out_data.assign(static_cast<size_t>(t_->config.stripes_per_group()), nullptr);
+  for (int i = 0; i < t_->config.stripes_per_group(); ++i) {
     p->out_data[i] = connect_one(p, wire::ChannelKind::kData, static_cast<uint8_t>(i));
   }
   p->next_stripe = 0;

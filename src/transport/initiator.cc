@@ -39,7 +39,7 @@ void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
                                         "remote engine %s is not registered", key)));
     return;
   }
-  op->deadline_ns = now_ns() + t_->config.timeout_ns;
+  op->deadline_ns = now_ns() + t_->config.timeout_ns();
   op->peer = p;
   if (p->out_ops.size() >= kOutboundOpsMaxPerPeer) {
     p->backlog.push_back(std::move(op));

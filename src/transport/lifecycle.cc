@@ -34,7 +34,7 @@ void Worker::tick() {
     accept_resume_ns_ = 0;
     arm_accept();
   }
-  const int64_t timeout = t_->config.timeout_ns;
+  const int64_t timeout = t_->config.timeout_ns();
   const int64_t timeout_ms = timeout / 1'000'000;
   for (Conn* c : [&] {
          std::vector<Conn*> v;

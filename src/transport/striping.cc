@@ -52,7 +52,7 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
     total += v.iov_len;
   }
   Conn* ctrl = outbound ? p->out_ctrl : p->in_ctrl;
-  const uint64_t zc_min = t_->config.zerocopy_threshold_bytes;
+  const uint64_t zc_min = t_->config.engine.zerocopy_threshold_bytes;
   const bool zc_on = zc_min > 0 && loop_->features().send_zc;
   auto track = [&](SendItem& item) {
     item.out = out;
@@ -109,8 +109,9 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
   // every lane gets work and each frame costs few receives, never smaller than the
   // configured chunk_bytes nor larger than kChunkBytesMax.
   const uint64_t per_lane = total / (lanes.size() * kChunksPerLane);
-  const uint64_t chunk = std::clamp<uint64_t>(per_lane, t_->config.chunk_bytes,
-                                              std::max(t_->config.chunk_bytes, kChunkBytesMax));
+  const uint64_t chunk =
+      std::clamp<uint64_t>(per_lane, t_->config.engine.chunk_bytes,
+                           std::max(t_->config.engine.chunk_bytes, kChunkBytesMax));
   const uint64_t group_max = std::min<uint64_t>(chunk, wire::kBatchPayloadBytesMax);
   // Segments smaller than a chunk travel together, one batch frame per chunk's worth;
   // larger ones are cut into chunk-sized data frames. Frames go round-robin over lanes.

@@ -61,7 +61,7 @@ void Worker::handle_request(Conn* c, const wire::Request& r) {
   in->parts = r.parts;
   in->kind = r.op;
   in->total = r.total_bytes;
-  in->deadline_ns = now_ns() + t_->config.timeout_ns;
+  in->deadline_ns = now_ns() + t_->config.timeout_ns();
   in->segments.reserve(r.segments.size());
   in->lengths.reserve(r.segments.size());
   for (const wire::Segment seg : r.segments) {

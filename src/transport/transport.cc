@@ -62,7 +62,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
   impl->instance_id = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
 
   absl::StatusOr<std::pair<sockaddr_storage, socklen_t>> addr =
-      resolve_address(impl->config.host, impl->config.port);
+      resolve_address(impl->config.engine.host, impl->config.engine.port);
   if (!addr.ok()) {
     return addr.status();
   }
@@ -76,8 +76,8 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
       ::listen(fd, 1024) != 0) {
     const int err = errno;
     ::close(fd);
-    return base::errno_to_status(
-        err, absl::StrFormat("listen on %s:%d", impl->config.host, impl->config.port));
+    return base::errno_to_status(err, absl::StrFormat("listen on %s:%d", impl->config.engine.host,
+                                                      impl->config.engine.port));
   }
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof(bound);
@@ -88,13 +88,13 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
   impl->listen_fd = fd;
 
   ring::RingOptions ro;
-  ro.entries = impl->config.ring_entries;
-  ro.sqpoll = impl->config.sqpoll;
-  for (int i = 0; i < impl->config.rings; ++i) {
+  ro.entries = impl->config.engine.ring_entries;
+  ro.sqpoll = impl->config.engine.sqpoll;
+  for (int i = 0; i < impl->config.engine.rings; ++i) {
     impl->workers.push_back(std::make_unique<Worker>(impl.get(), i));
-    const int cpu = impl->config.ring_cpus.empty()
+    const int cpu = impl->config.engine.ring_cpus.empty()
                         ? -1
-                        : impl->config.ring_cpus[i % impl->config.ring_cpus.size()];
+                        : impl->config.engine.ring_cpus[i % impl->config.engine.ring_cpus.size()];
     absl::Status st = impl->workers.back()->start(ro, cpu);
     if (!st.ok()) {
       impl->workers.clear();
@@ -110,7 +110,7 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
       RX_LOG(kInfo, "io_uring: no DEFER_TASKRUN on this kernel; using %s",
              f.coop_taskrun ? "COOP_TASKRUN" : "default task work");
     }
-    if (impl->config.zerocopy_threshold_bytes > 0 && !f.send_zc) {
+    if (impl->config.engine.zerocopy_threshold_bytes > 0 && !f.send_zc) {
       RX_LOG(kInfo, "io_uring: no SEND_ZC on this kernel; zero-copy sends are off");
     }
   }

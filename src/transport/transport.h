@@ -7,7 +7,9 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,34 +19,25 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "memory/registry.h"
+#include "ringxfer/config.h"
 #include "wire/frames.h"
 
 namespace ringxfer::transport {
 
-struct SocketConfig {
-  int send_buffer_bytes = 1 << 20;
-  int recv_buffer_bytes = 1 << 20;
-  bool keepalive = true;
-  int keepalive_idle_s = 30;
-  int keepalive_interval_s = 10;
-  int keepalive_count = 3;
-  bool nodelay = true;
-};
-
+// What the transport runs with: the engine's configuration as its user gave it (one
+// struct down the stack, validated by the engine, never mirrored field by field) and
+// what follows from it.
 struct Config {
-  std::string key;
-  std::string host = "127.0.0.1";
-  uint16_t port = 0;
-  int rings = 2;
-  int stripes = 2;
-  int64_t timeout_ns = 30'000'000'000;
-  uint64_t stripe_threshold_bytes = 256 * 1024;
-  uint64_t chunk_bytes = 1 << 20;
-  uint64_t zerocopy_threshold_bytes = 0;  // 0: off
-  unsigned ring_entries = 512;
-  bool sqpoll = false;
-  std::vector<int> ring_cpus;
-  SocketConfig socket;
+  std::string key;      // this engine's key
+  EngineConfig engine;  // ringxfer/config.h
+
+  // Each of the `rings` lane groups opens its share of the peer's data connections.
+  int stripes_per_group() const {
+    return std::max(1, (engine.stripes + engine.rings - 1) / engine.rings);
+  }
+  int64_t timeout_ns() const {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(engine.timeout).count();
+  }
 };
 
 // Limits of what one peer may have in flight toward this engine, and what this engine

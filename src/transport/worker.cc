@@ -39,7 +39,7 @@ absl::Status Worker::start(const ring::RingOptions& options, int cpu) {
     loop_->set_handler(kKindConn, this);
     loop_->set_handler(kKindListen, this);
     loop_->set_handler(kKindZc, this);
-    const int64_t period = std::clamp<int64_t>(t_->config.timeout_ns / 20, 1'000'000, 50'000'000);
+    const int64_t period = std::clamp<int64_t>(t_->config.timeout_ns() / 20, 1'000'000, 50'000'000);
     loop_->set_tick([this] { tick(); }, period);
   });
   return absl::OkStatus();

@@ -288,7 +288,7 @@ class Transport::Impl {
     return *workers[(std::hash<std::string_view>{}(base) + group) % workers.size()];
   }
   uint64_t inline_limit() const {
-    return std::min<uint64_t>(config.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);
+    return std::min<uint64_t>(config.engine.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);
   }
   // Runs fn(worker) on each ring thread and waits for it (see add_fixed_buffer).
   void on_every_worker(const std::function<void(Worker&)>& fn);

@@ -36,18 +36,6 @@ transport::Config transport_config(const std::string& key, const EngineConfig& c
   return transport::Config{key, c};
 }
 
-// The transport-level key of lane group g of engine `key` when an engine runs `groups`
-// ring threads (see transport::kGroupSeparator); one group keeps the plain key.
-std::string group_key(const std::string& key, int g, int groups) {
-  return groups <= 1 ? key : key + transport::kGroupSeparator + std::to_string(g);
-}
-
-// The engine key a transport-level key belongs to.
-std::string base_key(const std::string& key) {
-  const size_t sep = key.rfind(transport::kGroupSeparator);
-  return sep == std::string::npos ? key : key.substr(0, sep);
-}
-
 }  // namespace
 
 class EngineImpl {
@@ -96,7 +84,7 @@ class EngineImpl {
 
   void record_inbound(const std::string& transport_key, uint64_t id, absl::Status st,
                       uint16_t parts) {
-    const std::string peer = base_key(transport_key);
+    const std::string peer(transport::split_lane_key(transport_key).base);
     std::lock_guard lock(inbound_mu);
     if (parts > 1) {
       // One inbound status for the whole transfer, once every part has finished.
@@ -271,7 +259,7 @@ class EngineImpl {
     for (size_t i = 0; i < parts.size(); ++i) {
       const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
       transport->start(
-          group_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
+          transport::lane_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
           [this, status, join, key = remote.engine_key, id](absl::Status st) {
             if (!st.ok()) {
               std::lock_guard lock(join->mu);
@@ -435,7 +423,7 @@ absl::Status Engine::register_remote_engine(const EngineDesc& remote) {
     impl_->remotes.insert_or_assign(remote.key, remote);
   }
   for (int g = 0; g < impl_->groups(); ++g) {
-    impl_->transport->add_peer(detail::group_key(remote.key, g, impl_->groups()), addr->first,
+    impl_->transport->add_peer(transport::lane_key(remote.key, g, impl_->groups()), addr->first,
                                addr->second);
   }
   return absl::OkStatus();
@@ -451,7 +439,7 @@ absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
     }
   }
   for (int g = 0; g < impl_->groups(); ++g) {
-    impl_->transport->remove_peer(detail::group_key(remote.key, g, impl_->groups()));
+    impl_->transport->remove_peer(transport::lane_key(remote.key, g, impl_->groups()));
   }
   return absl::OkStatus();
 }

@@ -113,7 +113,7 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
   h.capabilities = wire::kCapDataBatch | wire::kCapZeroCopy;
   h.instance_id = t_->instance_id;
   // A lane group's connections say which group they are: "<own key><sep>g".
-  const std::string hello_key = t_->config.key + std::string(split_group(p->key).second);
+  const std::string hello_key = t_->config.key + std::string(split_lane_key(p->key).suffix);
   h.key = hello_key;
   enqueue(c, frame_item(
                  encode_frame(wire::hello_frame_bytes(h.key.size(), 0),

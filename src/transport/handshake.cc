@@ -106,7 +106,7 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
     close_conn(c, status_from_wire(a.status, a.message));
     return;
   }
-  if (c->peer != nullptr && a.key != split_group(c->peer->key).first) {
+  if (c->peer != nullptr && a.key != split_lane_key(c->peer->key).base) {
     close_conn(
         c,
         absl::FailedPreconditionError(absl::StrFormat(

@@ -19,6 +19,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "memory/registry.h"
+#include "transport/lane_key.h"
 #include "ringxfer/config.h"
 #include "wire/frames.h"
 
@@ -63,10 +64,6 @@ using DoneFn = absl::AnyInvocable<void(absl::Status) &&>;
 using InboundFn =
     std::function<void(const std::string& peer_key, uint64_t id, absl::Status, uint16_t parts)>;
 
-// A peer key may end in kGroupSeparator and a decimal index g: the initiator's lane
-// group g, placed on ring thread (hash(base key) + g) % rings on both sides, so that one
-// engine pair spreads over the ring threads.
-inline constexpr char kGroupSeparator = '\x1f';
 
 struct Counters {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, transfers_initiated{0},

@@ -22,6 +22,7 @@
 #include "base/check.h"
 #include "ring/event_loop.h"
 #include "transport/internal.h"
+#include "transport/lane_key.h"
 #include "transport/transport.h"
 #include "wire/codec.h"
 
@@ -71,21 +72,6 @@ inline std::string addr_string(const sockaddr_storage& a) {
   inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
   port = ntohs(in6->sin6_port);
   return absl::StrFormat("[%s]:%d", host, port);
-}
-
-// Splits "base<sep>g" into its engine key and its group suffix (with the separator);
-// a key without a group suffix is all base.
-inline std::pair<std::string_view, std::string_view> split_group(std::string_view key) {
-  const size_t sep = key.rfind(kGroupSeparator);
-  if (sep == std::string_view::npos || sep + 1 == key.size() || key.size() - sep > 3) {
-    return {key, {}};
-  }
-  for (size_t i = sep + 1; i < key.size(); ++i) {
-    if (key[i] < '0' || key[i] > '9') {
-      return {key, {}};
-    }
-  }
-  return {key.substr(0, sep), key.substr(sep)};
 }
 
 inline absl::Status status_from_wire(uint16_t code, std::string_view message) {
@@ -282,10 +268,10 @@ class Transport::Impl {
   std::atomic<bool> fixed_fallback_logged{false};
 
   Worker& worker_for(const std::string& key) {
-    // "base<sep>g": lane group g of engine `base` goes g ring threads after the base's.
-    const auto [base, suffix] = split_group(key);
-    const size_t group = suffix.empty() ? 0 : std::stoul(std::string(suffix.substr(1)));
-    return *workers[(std::hash<std::string_view>{}(base) + group) % workers.size()];
+    // Lane group g of engine `base` goes g ring threads after the base's.
+    const LaneKey lk = split_lane_key(key);
+    return *workers[(std::hash<std::string_view>{}(lk.base) + static_cast<size_t>(lk.group)) %
+                    workers.size()];
   }
   uint64_t inline_limit() const {
     return std::min<uint64_t>(config.engine.stripe_threshold_bytes, wire::kBatchPayloadBytesMax);

@@ -46,8 +46,6 @@ constexpr uint8_t kOpSend = 2;
 constexpr uint8_t kOpRecv = 3;
 
 constexpr size_t kTxIovMax = 1024;  // UIO_MAXIOV: iovecs gathered into one sendmsg
-constexpr uint64_t kChunksPerLane = 2;
-constexpr uint64_t kChunkBytesMax = 64 << 20;
 // A data connection's first receive of a frame asks for this much (a data frame's header
 // and body: the shortest frame a data channel, or a hello, can be), and often gets it
 // whole in one go.

@@ -7,6 +7,23 @@ bool Coverage::claim(uint64_t begin, uint64_t len) {
     return true;
   }
   const uint64_t end = begin + len;
+  if (begin < frontier_) {
+    return false;
+  }
+  if (begin == frontier_) {
+    auto first = runs_.begin();
+    if (first != runs_.end() && first->first < end) {
+      return false;
+    }
+    claimed_ += len;
+    frontier_ = end;
+    // Runs that now touch the frontier join it.
+    while (first != runs_.end() && first->first == frontier_) {
+      frontier_ = first->second;
+      first = runs_.erase(first);
+    }
+    return true;
+  }
   auto next = runs_.upper_bound(begin);  // the first run that starts after `begin`
   if (next != runs_.end() && next->first < end) {
     return false;

@@ -1,0 +1,282 @@
+// detail::EngineImpl: the state behind ringxfer::Engine (descriptors, registry, remote
+// engines, transfers in flight, inbound statuses, the transport) and the transfer path
+// of the facade. Private to src/engine: engine.cc (the public methods) and fork.cc (what
+// a child made by fork() does with the engines it inherited).
+#pragma once
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "memory/registry.h"
+#include "ringxfer/engine.h"
+#include "transport/transport.h"
+#include "wire/limits.h"
+
+namespace ringxfer::detail {
+
+class EngineImpl {
+ public:
+  EngineDesc desc;
+  EngineConfig config;
+  memory::Registry registry;
+  std::atomic<uint64_t> next_id{1};
+
+  std::mutex mu;  // std::mutex: ThreadSanitizer sees it (Debian's Abseil has no annotations)
+  absl::flat_hash_map<std::string, EngineDesc> remotes;  // guarded by mu
+  // (peer key, transfer id) pairs in flight from this engine; guarded by mu.
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, std::weak_ptr<TransferStatus>> inflight;
+  // Set in a child process made by fork(): the ring threads did not come along, so the
+  // engine refuses every call there and its destructor joins nothing.
+  std::atomic<bool> forked{false};
+
+  absl::Status usable() const {
+    if (forked.load(std::memory_order_acquire)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "engine %s belongs to process %d: after fork() it cannot be used in this child "
+          "process (its ring threads did not come along); create a new engine in the child",
+          desc.key, desc.pid));
+    }
+    return absl::OkStatus();
+  }
+
+  struct InboundStore {
+    absl::flat_hash_map<uint64_t, StatusHandle> by_id;
+    std::deque<uint64_t> order;  // oldest first, for eviction
+  };
+  std::mutex inbound_mu;
+  absl::flat_hash_map<std::string, InboundStore> inbound;  // guarded by inbound_mu
+  // Transfers split into parts: parts seen so far and the first failure, by (engine, id);
+  // guarded by inbound_mu.
+  struct PartialInbound {
+    uint16_t seen = 0;
+    absl::Status status;
+  };
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, PartialInbound> partial;
+
+  int groups() const { return config.rings; }
+
+  // Declared last: destroyed first, while everything it calls back into still exists.
+  std::unique_ptr<transport::Transport> transport;
+
+  void record_inbound(const std::string& transport_key, uint64_t id, absl::Status st,
+                      uint16_t parts) {
+    const std::string peer(transport::split_lane_key(transport_key).base);
+    std::lock_guard lock(inbound_mu);
+    if (parts > 1) {
+      // One inbound status for the whole transfer, once every part has finished.
+      PartialInbound& pi = partial[std::make_pair(peer, id)];
+      if (pi.status.ok() && !st.ok()) {
+        pi.status = st;
+      }
+      if (++pi.seen < parts) {
+        return;
+      }
+      st = pi.status;
+      partial.erase(std::make_pair(peer, id));
+    }
+    auto h = std::make_shared<TransferStatus>(id);
+    h->set_in_progress();
+    h->finish(std::move(st));
+    InboundStore& s = inbound[peer];
+    if (s.by_id.insert_or_assign(id, std::move(h)).second) {
+      s.order.push_back(id);
+    }
+    while (s.by_id.size() > Engine::kInboundStatusesMax && !s.order.empty()) {
+      s.by_id.erase(s.order.front());
+      s.order.pop_front();
+    }
+    if (s.order.size() > 2 * Engine::kInboundStatusesMax) {
+      std::erase_if(s.order, [&](uint64_t i) { return !s.by_id.contains(i); });
+    }
+  }
+
+  // Cuts `pieces` (total bytes in all) into at most `n` parts of nearly equal size.
+  static std::vector<std::vector<transport::Piece>> split_pieces(
+      const std::vector<transport::Piece>& pieces, uint64_t total, int n) {
+    std::vector<std::vector<transport::Piece>> out(static_cast<size_t>(n));
+    const uint64_t per = (total + n - 1) / n;
+    size_t part = 0;
+    uint64_t room = per;
+    for (const transport::Piece& pc : pieces) {
+      uint64_t off = 0;
+      while (off < pc.length) {
+        const uint64_t len = std::min(pc.length - off, room);
+        out[part].push_back(
+            transport::Piece{pc.local + off, pc.remote_id, pc.remote_offset + off, len});
+        off += len;
+        room -= len;
+        if (room == 0 && part + 1 < out.size()) {
+          ++part;
+          room = per;
+        }
+      }
+    }
+    std::erase_if(out, [](const std::vector<transport::Piece>& v) { return v.empty(); });
+    return out;
+  }
+
+  // Checks one transfer's arguments; nothing is sent when this fails. With `pin`, the
+  // local region is held there (deregistration waits for it).
+  absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote,
+                          std::optional<memory::Pin>* pin = nullptr) {
+    if (local.engine_key != desc.key) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("local memory %d belongs to engine %s, not to this engine %s", local.id,
+                          local.engine_key, desc.key));
+    }
+    std::optional<std::pair<memory::Region, memory::Pin>> held = registry.pin(local.id);
+    std::optional<memory::Region> r;
+    if (held.has_value()) {
+      r = held->first;
+      if (pin != nullptr) {
+        *pin = std::move(held->second);
+      }
+    }
+    if (!r.has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("local memory %d is not registered (or was deregistered) in engine %s",
+                          local.id, desc.key));
+    }
+    if (r->size != local.size || reinterpret_cast<uint64_t>(r->base) != local.address) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("local memory descriptor %d does not match its registration", local.id));
+    }
+    if (local.location == MemoryLocation::kGpu || remote.location == MemoryLocation::kGpu) {
+      return absl::UnimplementedError(
+          "GPU memory transfers need the GPU staging path, which this build does not have yet");
+    }
+    std::lock_guard lock(mu);
+    if (!remotes.contains(remote.engine_key)) {
+      return absl::NotFoundError(absl::StrFormat(
+          "remote engine %s is not registered with engine %s", remote.engine_key, desc.key));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<StatusHandle> transfer(wire::OpKind op, const MemoryDesc& local,
+                                        std::span<const uint64_t> local_offsets,
+                                        const MemoryDesc& remote,
+                                        std::span<const uint64_t> remote_offsets,
+                                        std::span<const uint64_t> sizes, uint64_t id) {
+    const char* verb = op == wire::OpKind::kWrite ? "write" : "read";
+    RX_RETURN_IF_ERROR(usable());
+    if (sizes.size() != local_offsets.size() || sizes.size() != remote_offsets.size()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: local_offsets (%d), remote_offsets (%d) and sizes (%d) differ in length", verb,
+          local_offsets.size(), remote_offsets.size(), sizes.size()));
+    }
+    if (sizes.empty() || sizes.size() > wire::kSegmentsMax) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: %d transfers in one batch; use 1..%d",
+                                                        verb, sizes.size(), wire::kSegmentsMax));
+    }
+    std::optional<memory::Pin> pin;
+    if (absl::Status st = check_pair(local, remote, &pin); !st.ok()) {
+      return st;
+    }
+    std::vector<transport::Piece> pieces;
+    pieces.reserve(sizes.size());
+    const bool batch = sizes.size() > 1;
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      // "[i]" after each argument's name in a batch; formatted only for an error message.
+      const auto idx = [&] { return batch ? absl::StrFormat("[%d]", i) : std::string(); };
+      const uint64_t n = sizes[i];
+      if (n == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: size%s is 0", verb, idx()));
+      }
+      if (!memory::range_inside(local_offsets[i], n, local.size)) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "%s: local_offset%s %d + size%s %d is beyond local memory %d of %d bytes", verb, idx(),
+            local_offsets[i], idx(), n, local.id, local.size));
+      }
+      if (!memory::range_inside(remote_offsets[i], n, remote.size)) {
+        return absl::OutOfRangeError(absl::StrFormat(
+            "%s: remote_offset%s %d + size%s %d is beyond remote memory %d of %d bytes", verb,
+            idx(), remote_offsets[i], idx(), n, remote.id, remote.size));
+      }
+      if (n > wire::kSegmentBytesMax || total + n > wire::kTransferBytesMax) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: %d bytes in one transfer is over the limit of %d", verb, total + n,
+                            wire::kTransferBytesMax));
+      }
+      total += n;
+      pieces.push_back(
+          transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
+                           remote.id, remote_offsets[i], n});
+    }
+    auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
+    status->set_in_progress();
+    {
+      std::lock_guard lock(mu);
+      if (!inflight.try_emplace(std::make_pair(remote.engine_key, id), status).second) {
+        return absl::AlreadyExistsError(absl::StrFormat(
+            "%s: transfer id %d is already in flight to %s", verb, id, remote.engine_key));
+      }
+    }
+    // With several ring threads a large transfer is cut into one part per lane group
+    // (each group has its own connections on its own ring thread, on both sides); a
+    // small one goes whole to one group, chosen by its id.
+    const int g = groups();
+    const bool split = g > 1 && total >= static_cast<uint64_t>(g) * config.stripe_threshold_bytes;
+    std::vector<std::vector<transport::Piece>> parts;
+    if (split) {
+      parts = split_pieces(pieces, total, g);
+    } else {
+      parts.push_back(std::move(pieces));
+    }
+    struct Join {
+      std::atomic<int> left{0};
+      std::mutex mu;
+      absl::Status first_error;
+    };
+    auto join = std::make_shared<Join>();
+    join->left = static_cast<int>(parts.size());
+    const uint16_t nparts = parts.size() > 1 ? static_cast<uint16_t>(parts.size()) : 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
+      transport->start(
+          transport::lane_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
+          [this, status, join, key = remote.engine_key, id](absl::Status st) {
+            if (!st.ok()) {
+              std::lock_guard lock(join->mu);
+              if (join->first_error.ok()) {
+                join->first_error = std::move(st);
+              }
+            }
+            if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+              return;
+            }
+            {
+              std::lock_guard lock(mu);
+              inflight.erase(std::make_pair(key, id));
+            }
+            absl::Status result;
+            {
+              std::lock_guard lock(join->mu);
+              result = join->first_error;
+            }
+            status->finish(std::move(result));
+          },
+          nparts, std::vector<memory::Pin>{*pin});
+    }
+    return status;
+  }
+};
+
+// Every live engine is tracked for the fork handlers (fork.cc).
+void track(EngineImpl* e);
+void untrack(EngineImpl* e);
+
+}  // namespace ringxfer::detail

@@ -3,6 +3,9 @@
 // told about, and moves bytes with a fixed set of io_uring ring threads.
 //
 // Thread-safety: every method may be called from any thread, concurrently.
+// fork(): an engine inherited by a child process answers every call there with
+// kFailedPrecondition (its ring threads stayed in the parent), its transfers in flight
+// fail, and its destructor returns at once; the parent's engine is unaffected.
 // Errors: calls return absl::Status / StatusOr. An argument error is reported at the
 // call, naming the argument, and sends nothing; once a transfer has started, its
 // outcome is on its TransferStatus.
@@ -76,11 +79,17 @@ class Engine {
   absl::Status register_remote_engine(const EngineDesc& remote);
   absl::Status deregister_remote_engine(const EngineDesc& remote);
 
-  // Local memory. The caller keeps [ptr, ptr+size) valid until deregister_memory(),
-  // and does not deregister it while transfers use it.
+  // Local memory. The caller keeps [ptr, ptr+size) valid until deregister_memory()
+  // has returned.
   absl::StatusOr<MemoryDesc> register_memory(void* ptr, uint64_t size,
                                              MemoryLocation location = MemoryLocation::kCpu,
                                              int device_id = -1);
+  // Takes the region out of use: every transfer using it, initiated here or by a peer,
+  // fails with kFailedPrecondition (sends and receives already in the kernel finish
+  // first), and this returns once no byte can land in or leave the region any more, so
+  // the caller may free it then. Called from a status callback (a ring thread) it does
+  // not wait: the transfers are failed, but their last bytes may still move for a
+  // moment. kNotFound for memory that is not registered.
   absl::Status deregister_memory(const MemoryDesc& desc);
 
   // A transfer id not used before by this engine (ids are per initiator and peer; the

@@ -106,7 +106,9 @@ class EventLoop {
   std::atomic<bool> stop_{false};
   // Set once the loop thread has exited: posts then run on the posting thread.
   std::atomic<bool> exited_{false};
-  std::mutex late_mu_;
+  // Recursive: a late task may post again (a callback that starts another transfer),
+  // and that post runs inline on the same thread.
+  std::recursive_mutex late_mu_;
   std::thread thread_;
   std::thread::id thread_id_;
   std::string name_;

@@ -394,6 +394,12 @@ TEST(EventLoop, TasksPostedToAStoppedLoopStillRun) {
   (*loop)->stop();
   (*loop)->post([&] { ran.fetch_add(1); });
   EXPECT_EQ(ran.load(), 1) << "a task posted after stop() was dropped";
+  // A late task that posts again (a callback starting another transfer) runs that too.
+  (*loop)->post([&, l = loop->get()] {
+    ran.fetch_add(1);
+    l->post([&] { ran.fetch_add(1); });
+  });
+  EXPECT_EQ(ran.load(), 3);
   loop->reset();
 }
 

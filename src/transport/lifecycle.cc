@@ -17,12 +17,6 @@
 
 namespace ringxfer::transport {
 
-using detail::Conn;
-using detail::ConnState;
-using detail::InOp;
-using detail::OutOp;
-using detail::Peer;
-using detail::SendItem;
 
 // ---------------------------------------------------------------------------
 // Timeouts

@@ -15,12 +15,6 @@
 
 namespace ringxfer::transport {
 
-using detail::Conn;
-using detail::ConnState;
-using detail::InOp;
-using detail::OutOp;
-using detail::Peer;
-using detail::RxFramer;
 
 void Worker::drive_rx(Conn* c) {
   if (c->rx_driving || c->rx_busy) {

@@ -19,12 +19,6 @@
 
 namespace ringxfer::transport {
 
-using detail::Conn;
-using detail::ConnState;
-using detail::InOp;
-using detail::OutOp;
-using detail::Peer;
-using detail::SendItem;
 
 // Queues the data frames of one transfer: inline (one batch frame on the control
 // connection) below the inline limit, else chunks round-robin over data connections.

@@ -220,6 +220,7 @@ class Worker final : public ring::CompletionHandler {
   std::vector<uint32_t> released_;
   absl::flat_hash_map<std::string, std::unique_ptr<Peer>> peers_;
   int listen_fd_ = -1;
+  std::vector<SendItem> retired_scratch_;  // on_send's retired items, storage reused
   // The listener pauses after accept fails for want of descriptors or memory.
   static constexpr int64_t kAcceptPauseNs = 100'000'000;
   int64_t accept_resume_ns_ = 0;  // when the tick re-arms it; 0: not paused

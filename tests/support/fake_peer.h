@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "support/raw_socket.h"
 #include "wire/codec.h"
 
 namespace ringxfer::testing {
@@ -34,26 +35,13 @@ class FakePeer {
     std::vector<std::byte> payload;
   };
 
-  explicit FakePeer(std::string key) : key_(std::move(key)) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    listen(fd_, 64);
-    socklen_t len = sizeof(a);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-  }
+  explicit FakePeer(std::string key) : key_(std::move(key)) {}
   ~FakePeer() {
     for (Conn& c : conns_) {
       close(c.fd);
     }
-    close(fd_);
   }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return listener_.port(); }
   const std::string& key() const { return key_; }
 
   // Accepts connections and answers their hellos until one of `channel` has come (or
@@ -66,11 +54,11 @@ class FakePeer {
       }
     }
     for (;;) {
-      pollfd p{fd_, POLLIN, 0};
+      pollfd p{listener_.fd(), POLLIN, 0};
       if (poll(&p, 1, timeout_ms) <= 0) {
         return std::nullopt;
       }
-      const int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      const int fd = accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
         return std::nullopt;
       }
@@ -184,8 +172,7 @@ class FakePeer {
   }
 
   std::string key_;
-  int fd_ = -1;
-  uint16_t port_ = 0;
+  RawListener listener_;
   std::vector<Conn> conns_;
   std::vector<int> taken_;
 };

@@ -29,7 +29,10 @@ class RawListener {
     port_ = ntohs(a.sin_port);
   }
   ~RawListener() { close(fd_); }
+  RawListener(const RawListener&) = delete;
+  RawListener& operator=(const RawListener&) = delete;
   uint16_t port() const { return port_; }
+  int fd() const { return fd_; }
 
  private:
   int fd_ = -1;

@@ -18,7 +18,6 @@
 
 namespace ringxfer::transport {
 
-
 // ---------------------------------------------------------------------------
 // Peers and connections
 
@@ -209,15 +208,11 @@ void Worker::maybe_release(Conn* c) {
     }
     if (c->rx_out != nullptr) {
       std::shared_ptr<OutOp> op = std::move(c->rx_out);
-      --op->pending;
-      if (c->peer != nullptr) {
-        maybe_finish(c->peer, op);
-      }
+      initiator_.on_payload(op, 0);
     }
     if (c->rx_in != nullptr) {
       std::shared_ptr<InOp> in = std::move(c->rx_in);
-      --in->receiving;
-      release_if_idle(*in);
+      Target::on_payload_lost(*in);
     }
     free_conn(c);
   }
@@ -249,19 +244,7 @@ void Worker::fail_outbound(Peer* p, const absl::Status& why) {
       close_conn(d, why);
     }
   }
-  std::vector<std::shared_ptr<OutOp>> ops;
-  ops.reserve(p->out_ops.size() + p->backlog.size());
-  for (auto& [id, op] : p->out_ops) {
-    ops.push_back(op);
-  }
-  for (auto& op : p->backlog) {
-    ops.push_back(op);
-  }
-  p->backlog.clear();
-  for (auto& op : ops) {
-    fail_op(op, why);
-    maybe_finish(p, op);
-  }
+  initiator_.fail_all(p, why);
 }
 
 void Worker::fail_inbound(Peer* p, const absl::Status& why) {
@@ -274,11 +257,7 @@ void Worker::fail_inbound(Peer* p, const absl::Status& why) {
       close_conn(d, why);
     }
   }
-  auto ops = std::move(p->in_ops);
-  p->in_ops.clear();
-  for (auto& [id, in] : ops) {
-    report_inbound(p, *in, why);
-  }
+  target_.fail_all(p, why);
 }
 
 }  // namespace ringxfer::transport

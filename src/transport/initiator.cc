@@ -1,39 +1,27 @@
-// Worker: transfers this engine initiates: start, admission, completions.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
+// transport::Initiator: transfers this engine starts (initiator.h).
+#include "transport/initiator.h"
 
-#include <algorithm>
-#include <cstring>
+#include <array>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
-#include "base/check.h"
-#include "base/errno_status.h"
-#include "base/log.h"
 #include "transport/worker.h"
-#include "wire/codec.h"
 
 namespace ringxfer::transport {
 
-
-// ---------------------------------------------------------------------------
-// Transfers: initiator side
-
-void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
-  reclaim();
-  t_->counters.transfers_initiated.fetch_add(1, std::memory_order_relaxed);
-  Peer* p = peer(key, false);
-  if (stopping_ || p == nullptr || !p->has_addr) {
+void Initiator::start(const std::string& key, std::shared_ptr<OutOp> op) {
+  w_.counters().transfers_initiated.fetch_add(1, std::memory_order_relaxed);
+  Peer* p = w_.peer(key, false);
+  if (w_.stopping() || p == nullptr || !p->has_addr) {
     op->phase = Phase::kDone;
-    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
-    std::move(op->done)(stopping_ ? absl::UnavailableError("the engine is shutting down")
-                                  : absl::NotFoundError(absl::StrFormat(
-                                        "remote engine %s is not registered", key)));
+    w_.counters().transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    std::move(op->done)(w_.stopping() ? absl::UnavailableError("the engine is shutting down")
+                                      : absl::NotFoundError(absl::StrFormat(
+                                            "remote engine %s is not registered", key)));
     return;
   }
-  op->deadline_ns = now_ns() + t_->config.timeout_ns();
+  op->deadline_ns = now_ns() + w_.config().timeout_ns();
   op->peer = p;
   if (p->out_ops.size() >= kOutboundOpsMaxPerPeer) {
     p->backlog.push_back(std::move(op));
@@ -42,11 +30,11 @@ void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
   launch(p, std::move(op));
 }
 
-void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
-  open_outbound(p);
+void Initiator::launch(Peer* p, std::shared_ptr<OutOp> op) {
+  w_.open_outbound(p);
   if (p->out_ctrl == nullptr) {
     op->phase = Phase::kDone;
-    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    w_.counters().transfers_failed.fetch_add(1, std::memory_order_relaxed);
     std::move(op->done)(absl::UnavailableError(absl::StrFormat("cannot connect to %s", p->key)));
     return;
   }
@@ -70,7 +58,7 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
   for (const Piece& pc : op->pieces) {
     segs.push_back(wire::Segment{pc.remote_id, pc.remote_offset, pc.length});
   }
-  enqueue(
+  w_.enqueue(
       p->out_ctrl,
       frame_item(encode_frame(wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
         return wire::encode_request(op->kind, op->id, segs, o, op->parts, op->seq);
@@ -81,22 +69,23 @@ void Worker::launch(Peer* p, std::shared_ptr<OutOp> op) {
     for (const Piece& pc : op->pieces) {
       local.push_back(iovec{pc.local, pc.length});
     }
-    send_data(p, true, op, nullptr, local, op->id, op->seq);
+    w_.send_data(p, true, op, nullptr, local, op->id, op->seq);
   }
-  pump_tx(p->out_ctrl);
+  w_.pump_tx(p->out_ctrl);
 }
 
-void Worker::fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why) {
+void Initiator::fail(const std::shared_ptr<OutOp>& op, const absl::Status& why) {
   if (op->phase != Phase::kActive) {
     return;
   }
   op->fail(why);
   if (why.code() == absl::StatusCode::kDeadlineExceeded) {
-    t_->counters.timeouts.fetch_add(1, std::memory_order_relaxed);
+    w_.counters().timeouts.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
+void Initiator::settle(const std::shared_ptr<OutOp>& op) {
+  Peer* p = op->peer;
   if (op->finished() || op->pending > 0 || p == nullptr) {
     return;
   }
@@ -115,17 +104,23 @@ void Worker::maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op) {
     p->out_ops.erase(it);
   }
   if (!op->status.ok()) {
-    t_->counters.transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    w_.counters().transfers_failed.fetch_add(1, std::memory_order_relaxed);
   }
   std::move(op->done)(op->status);
-  while (!p->backlog.empty() && p->out_ops.size() < kOutboundOpsMaxPerPeer && !stopping_) {
+  while (!p->backlog.empty() && p->out_ops.size() < kOutboundOpsMaxPerPeer && !w_.stopping()) {
     std::shared_ptr<OutOp> next = std::move(p->backlog.front());
     p->backlog.pop_front();
     launch(p, std::move(next));
   }
 }
 
-void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
+void Initiator::on_payload(const std::shared_ptr<OutOp>& op, uint64_t bytes) {
+  --op->pending;
+  op->received += bytes;
+  settle(op);
+}
+
+void Initiator::on_completion(Conn* c, const wire::Completion& cmp) {
   Peer* p = c->peer;
   auto it = p->out_ops.find(cmp.seq);
   if (it == p->out_ops.end()) {
@@ -133,11 +128,11 @@ void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
   }
   std::shared_ptr<OutOp> op = it->second;
   if (op->kind != cmp.op || op->id != cmp.transfer_id) {
-    close_conn(c,
-               absl::DataLossError(absl::StrFormat(
-                   "completion of request %d names transfer %d, which that request was not",
-                   cmp.seq, cmp.transfer_id)),
-               true);
+    w_.close_conn(c,
+                  absl::DataLossError(absl::StrFormat(
+                      "completion of request %d names transfer %d, which that request was not",
+                      cmp.seq, cmp.transfer_id)),
+                  true);
     return;
   }
   op->remote_done = true;
@@ -145,7 +140,173 @@ void Worker::handle_completion(Conn* c, const wire::Completion& cmp) {
     op->status =
         status_from_wire(cmp.status, absl::StrFormat("%s (reported by %s)", cmp.message, p->key));
   }
-  maybe_finish(p, op);
+  settle(op);
+}
+
+// Every entry is checked against the request's segments and claims its bytes in the
+// read's Coverage, so a frame outside the request, or one that repeats bytes already
+// received, closes the connection as hostile and touches no memory.
+template <typename Entries>
+void Initiator::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
+                        const Entries& entries) {
+  Peer* p = c->peer;
+  auto hostile = [&](const std::string& what) {
+    w_.close_conn(c, absl::DataLossError(what), true);
+  };
+  auto it = p->out_ops.find(seq);
+  if (it == p->out_ops.end() || it->second->failed()) {
+    // A transfer that failed or timed out already: its late data is dropped.
+    c->parked_seq = 0;
+    w_.start_discard(c, payload);
+    return;
+  }
+  std::shared_ptr<OutOp> op = it->second;
+  if (op->id != id || op->kind != wire::OpKind::kRead) {
+    return hostile(
+        absl::StrFormat("data for request %d names transfer %d, not its read %d", seq, id, op->id));
+  }
+  if (op->received + payload > op->total) {
+    return hostile("read data beyond the requested size");
+  }
+  std::vector<iovec> dest;
+  dest.reserve(entries.size());
+  for (const wire::BatchEntry e : entries) {
+    if (e.segment >= op->pieces.size() || e.offset + e.length > op->pieces[e.segment].length) {
+      return hostile("read data outside the requested range");
+    }
+    if (!op->coverage.claim(op->starts[e.segment] + e.offset, e.length)) {
+      return hostile("read data for bytes that were already received");
+    }
+    dest.push_back(iovec{op->pieces[e.segment].local + e.offset, e.length});
+  }
+  ++op->pending;
+  c->rx_out = op;
+  w_.start_payload(c, std::move(dest), payload);
+}
+
+template void Initiator::on_data(Conn*, uint64_t, uint32_t, uint64_t,
+                                 const std::array<wire::BatchEntry, 1>&);
+template void Initiator::on_data(Conn*, uint64_t, uint32_t, uint64_t,
+                                 const wire::PackedTable<wire::BatchEntry>&);
+
+void Initiator::finish_failed_backlog(Peer* p) {
+  std::erase_if(p->backlog, [this](const std::shared_ptr<OutOp>& op) {
+    if (!op->failed()) {
+      return false;
+    }
+    op->phase = Phase::kDone;
+    op->pins.clear();
+    w_.counters().transfers_failed.fetch_add(1, std::memory_order_relaxed);
+    std::move(op->done)(op->status);
+    return true;
+  });
+}
+
+void Initiator::fail_all(Peer* p, const absl::Status& why) {
+  std::vector<std::shared_ptr<OutOp>> ops;
+  ops.reserve(p->out_ops.size() + p->backlog.size());
+  for (auto& [seq, op] : p->out_ops) {
+    ops.push_back(op);
+  }
+  for (auto& op : p->backlog) {
+    ops.push_back(op);
+  }
+  p->backlog.clear();
+  for (auto& op : ops) {
+    fail(op, why);
+    settle(op);
+  }
+}
+
+void Initiator::expire(Peer* p, int64_t now) {
+  const int64_t timeout_ms = w_.config().timeout_ns() / 1'000'000;
+  std::vector<std::shared_ptr<OutOp>> late;
+  for (auto& [seq, op] : p->out_ops) {
+    if (!op->failed() && now > op->deadline_ns) {
+      late.push_back(op);
+    }
+  }
+  for (auto& op : p->backlog) {
+    if (!op->failed() && now > op->deadline_ns) {
+      late.push_back(op);
+    }
+  }
+  if (late.empty()) {
+    return;
+  }
+  bool stuck = false;
+  for (auto& op : late) {
+    fail(op, absl::DeadlineExceededError(absl::StrFormat(
+                 "transfer %d to %s did not finish within %d ms", op->id, p->key, timeout_ms)));
+    stuck |= op->pending > 0;
+  }
+  if (stuck) {
+    // Its memory is still in the kernel's hands on a path that stopped moving: close
+    // the connections so those operations end, and the transfer with them.
+    w_.fail_outbound(p,
+                     absl::UnavailableError(absl::StrFormat(
+                         "closed after a transfer to %s timed out with data in flight", p->key)));
+  } else if (w_.path_stalled(p, static_cast<uint32_t>(timeout_ms / 2))) {
+    // The late transfers' requests went out but nothing is acknowledged any more: the
+    // path is down (a black hole, a dead link). Close now, so that the next transfer
+    // opens new connections instead of queueing behind data the kernel will give up
+    // on (TCP_USER_TIMEOUT) a moment later.
+    w_.fail_outbound(p, absl::UnavailableError(absl::StrFormat(
+                            "closed after a transfer to %s timed out: nothing acknowledged "
+                            "for %d ms",
+                            p->key, timeout_ms / 2)));
+  }
+  finish_failed_backlog(p);
+  for (auto& op : late) {
+    settle(op);
+  }
+}
+
+void Initiator::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
+  std::vector<std::shared_ptr<OutOp>> outs;
+  for (auto& [seq, op] : p->out_ops) {
+    if (!op->finished() && holds_region(op->pins, use)) {
+      outs.push_back(op);
+    }
+  }
+  for (auto& op : p->backlog) {
+    if (!op->finished() && holds_region(op->pins, use)) {
+      outs.push_back(op);
+    }
+  }
+  if (outs.empty()) {
+    return;
+  }
+  std::vector<Conn*> conns = p->out_data;
+  conns.push_back(p->out_ctrl);
+  for (auto& op : outs) {
+    fail(op, absl::FailedPreconditionError(absl::StrFormat(
+                 "local memory %d was deregistered during transfer %d", id, op->id)));
+    // Frames not yet started never go; those in the kernel finish first.
+    w_.drop_unstarted(conns, [&op](const SendItem& item) { return item.out == op; });
+  }
+  finish_failed_backlog(p);
+  for (auto& op : outs) {
+    settle(op);
+  }
+}
+
+void Initiator::abandon(Peer* p) {
+  const absl::Status why = absl::UnavailableError("the engine is shutting down");
+  for (auto& [seq, op] : p->out_ops) {
+    if (!op->finished()) {
+      op->phase = Phase::kDone;
+      std::move(op->done)(why);
+    }
+  }
+  p->out_ops.clear();
+  for (auto& op : p->backlog) {
+    if (!op->finished()) {
+      op->phase = Phase::kDone;
+      std::move(op->done)(why);
+    }
+  }
+  p->backlog.clear();
 }
 
 }  // namespace ringxfer::transport

@@ -64,6 +64,16 @@ struct Transfer {
   }
 };
 
+// Whether `pins` hold the region behind `use` (a fence looks for these).
+inline bool holds_region(const std::vector<memory::Pin>& pins, const memory::RegionUse* use) {
+  for (const memory::Pin& p : pins) {
+    if (p.use() == use) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // A transfer this engine initiated.
 struct OutOp : Transfer {
   std::vector<Piece> pieces;

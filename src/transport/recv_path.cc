@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 
 #include "absl/strings/str_format.h"
 #include "base/check.h"
@@ -14,7 +15,6 @@
 #include "wire/codec.h"
 
 namespace ringxfer::transport {
-
 
 void Worker::drive_rx(Conn* c) {
   if (c->rx_driving || c->rx_busy) {
@@ -97,25 +97,13 @@ void Worker::on_payload_done(Conn* c) {
     t_->counters.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   }
   if (c->rx_out) {
-    std::shared_ptr<OutOp> op = std::move(c->rx_out);
-    --op->pending;
-    op->received += bytes;
-    maybe_finish(c->peer, op);
+    initiator_.on_payload(std::move(c->rx_out), bytes);
   }
   if (c->rx_in) {
-    std::shared_ptr<InOp> in = std::move(c->rx_in);
-    in->received += bytes;
-    --in->receiving;
-    release_if_idle(*in);
-    maybe_finish_in(c->peer, in);
+    target_.on_payload(std::move(c->rx_in), bytes);
   } else if (!placed && !c->outbound && c->peer != nullptr) {
-    // Discarded payload of a failed write: count it toward that transfer.
-    auto it = c->peer->in_ops.find(c->parked_seq);
-    if (it != c->peer->in_ops.end()) {
-      std::shared_ptr<InOp> in = it->second;
-      in->received += bytes;
-      maybe_finish_in(c->peer, in);
-    }
+    // Discarded payload of a failed write: it counts toward that transfer.
+    target_.on_discarded(c->peer, c->parked_seq, bytes);
   }
 }
 
@@ -160,11 +148,11 @@ void Worker::on_frame(Conn* c) {
     case wire::FrameType::kWriteRequest:
     case wire::FrameType::kReadRequest:
       deliver(!c->outbound && control, wire::decode_request_body,
-              [&](const wire::Request& r) { handle_request(c, r); });
+              [&](const wire::Request& r) { target_.on_request(c, r); });
       break;
     case wire::FrameType::kCompletion:
       deliver(c->outbound && control, wire::decode_completion_body,
-              [&](const wire::Completion& cmp) { handle_completion(c, cmp); });
+              [&](const wire::Completion& cmp) { initiator_.on_completion(c, cmp); });
       break;
     case wire::FrameType::kData:
       // Data and batch handlers say where the payload goes (or drop or park it).
@@ -173,6 +161,25 @@ void Worker::on_frame(Conn* c) {
     case wire::FrameType::kDataBatch:
       return deliver(true, wire::decode_data_batch_body,
                      [&](const wire::DataBatch& b) { handle_batch(c, b); });
+  }
+}
+
+void Worker::handle_data(Conn* c, const wire::DataHeader& d) {
+  // One frame, one entry; its length fits an entry (kDataPayloadBytesMax is 1 GiB).
+  const std::array<wire::BatchEntry, 1> entry = {
+      wire::BatchEntry{d.segment, static_cast<uint32_t>(d.length), d.offset}};
+  if (c->outbound) {
+    initiator_.on_data(c, d.transfer_id, d.seq, d.length, entry);
+  } else {
+    target_.on_data(c, d.transfer_id, d.seq, d.length, entry);
+  }
+}
+
+void Worker::handle_batch(Conn* c, const wire::DataBatch& b) {
+  if (c->outbound) {
+    initiator_.on_data(c, b.transfer_id, b.seq, b.payload_bytes, b.entries);
+  } else {
+    target_.on_data(c, b.transfer_id, b.seq, b.payload_bytes, b.entries);
   }
 }
 

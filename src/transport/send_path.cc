@@ -19,16 +19,8 @@
 
 namespace ringxfer::transport {
 
-
 // ---------------------------------------------------------------------------
 // Send path
-
-SendItem Worker::frame_item(std::vector<std::byte> frame) {
-  SendItem item;
-  item.frame = std::move(frame);
-  item.iov.push_back(iovec{item.frame.data(), item.frame.size()});
-  return item;
-}
 
 void Worker::enqueue(Conn* c, SendItem item) {
   // The iovec of the frame points into the item's own vector, which a move keeps.
@@ -191,12 +183,11 @@ void Worker::on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags) {
   zc_free_.push_back(slot);
   if (out) {
     --out->pending;
-    maybe_finish(out->peer, out);
+    initiator_.settle(out);
   }
   if (in) {
     --in->pending;
-    release_if_idle(*in);
-    maybe_finish_in(in->peer, in);
+    target_.settle(in);
   }
 }
 
@@ -259,9 +250,9 @@ void Worker::item_done(SendItem& item, bool ok) {
     std::shared_ptr<OutOp> op = std::move(item.out);
     --op->pending;
     if (!ok) {
-      fail_op(op, absl::UnavailableError("the connection closed before the data was sent"));
+      initiator_.fail(op, absl::UnavailableError("the connection closed before the data was sent"));
     }
-    maybe_finish(op->peer, op);
+    initiator_.settle(op);
   }
   if (item.in) {
     std::shared_ptr<InOp> in = std::move(item.in);
@@ -269,8 +260,26 @@ void Worker::item_done(SendItem& item, bool ok) {
     if (!ok) {
       in->fail(absl::UnavailableError("the connection closed before the data was sent"));
     }
-    release_if_idle(*in);
-    maybe_finish_in(in->peer, in);
+    target_.settle(in);
+  }
+}
+
+void Worker::drop_unstarted(const std::vector<Conn*>& conns,
+                            absl::FunctionRef<bool(const SendItem&)> owned) {
+  std::vector<SendItem> dropped;
+  for (Conn* c : conns) {
+    if (c != nullptr && c->state != ConnState::kClosing) {
+      c->tx.drop_unstarted_if(owned, dropped);
+    }
+  }
+  for (SendItem& item : dropped) {
+    // Not a failure of the connection: the transfer itself failed.
+    if (item.out) {
+      --item.out->pending;
+    }
+    if (item.in) {
+      --item.in->pending;
+    }
   }
 }
 

@@ -19,7 +19,6 @@
 
 namespace ringxfer::transport {
 
-
 // Queues the data frames of one transfer: inline (one batch frame on the control
 // connection) below the inline limit, else chunks round-robin over data connections.
 namespace {

@@ -19,8 +19,8 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "memory/registry.h"
-#include "transport/lane_key.h"
 #include "ringxfer/config.h"
+#include "transport/lane_key.h"
 #include "wire/frames.h"
 
 namespace ringxfer::transport {
@@ -63,7 +63,6 @@ using DoneFn = absl::AnyInvocable<void(absl::Status) &&>;
 // the whole transfer; n: one of n parts with this id). Runs on a ring thread.
 using InboundFn =
     std::function<void(const std::string& peer_key, uint64_t id, absl::Status, uint16_t parts)>;
-
 
 struct Counters {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, transfers_initiated{0},

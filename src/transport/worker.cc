@@ -18,7 +18,6 @@
 
 namespace ringxfer::transport {
 
-
 // ---------------------------------------------------------------------------
 // Worker: slots
 
@@ -135,6 +134,11 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
       break;
   }
   maybe_release(c);
+}
+
+void Worker::start_op(const std::string& key, std::shared_ptr<OutOp> op) {
+  reclaim();
+  initiator_.start(key, std::move(op));
 }
 
 }  // namespace ringxfer::transport

@@ -1,8 +1,11 @@
 // transport::Worker: one ring thread and everything it owns (connections, the peers
 // placed on it, and on worker 0 the listening socket), and Transport::Impl, which holds
-// the workers. Private to src/transport; its methods are defined by role in worker.cc
-// (slots, dispatch), connection.cc, send_path.cc, recv_path.cc, handshake.cc,
-// initiator.cc, striping.cc, target.cc and lifecycle.cc.
+// the workers. Private to src/transport. The Worker owns the loop, the connections and
+// every operation handed to the ring; the transfers themselves belong to its two roles,
+// an Initiator (initiator.h) and a Target (target.h), which reach sockets only through
+// the services below. Its methods are defined by role in worker.cc (slots, dispatch),
+// connection.cc (peers, connections), handshake.cc (hello, listener), send_path.cc,
+// recv_path.cc, striping.cc and lifecycle.cc (timeouts, fences, shutdown).
 #pragma once
 
 #include <arpa/inet.h>
@@ -18,11 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "ring/event_loop.h"
+#include "transport/initiator.h"
 #include "transport/internal.h"
 #include "transport/lane_key.h"
+#include "transport/target.h"
 #include "transport/transport.h"
 #include "wire/codec.h"
 
@@ -86,6 +92,14 @@ std::vector<std::byte> encode_frame(size_t size, EncodeFn&& fn) {
   return out;
 }
 
+// A send item that carries one encoded frame (no payload).
+inline SendItem frame_item(std::vector<std::byte> frame) {
+  SendItem item;
+  item.frame = std::move(frame);
+  item.iov.push_back(iovec{item.frame.data(), item.frame.size()});
+  return item;
+}
+
 }  // namespace detail
 
 using namespace detail;  // NOLINT: the transport's own internals
@@ -126,6 +140,41 @@ class Worker final : public ring::CompletionHandler {
 
   std::atomic<int> live_conns{0};
 
+  // Services for the roles (Initiator, Target): what they may do beyond their own
+  // transfers.
+  const Config& config() const;
+  Counters& counters();
+  const memory::Registry& registry() const;
+  const InboundFn& inbound() const;
+  uint64_t inline_limit() const;
+  bool stopping() const { return stopping_; }
+  Peer* peer(const std::string& key, bool create);
+  // Opens the connections to `p` that are missing (its control connection first).
+  void open_outbound(Peer* p);
+  void close_conn(Conn* c, const absl::Status& why, bool hostile = false);
+  // Closes this engine's connections to `p` and fails its transfers there.
+  void fail_outbound(Peer* p, const absl::Status& why);
+  // Whether a connection to `p` has unacknowledged bytes and no ACK for `quiet_ms`.
+  bool path_stalled(const Peer* p, uint32_t quiet_ms) const;
+  void enqueue(Conn* c, SendItem item);
+  void pump_tx(Conn* c);
+  void queue_completion(Conn* c, const InOp& in, const absl::Status& st);
+  // Queues the data frames of one transfer: inline below the inline limit, else
+  // chunks over the data connections (striping.cc).
+  void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
+                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
+                 uint32_t seq);
+  // Drops the frames `owned` by a failed transfer that have not started from the
+  // queues of `conns` (those in the kernel finish first).
+  void drop_unstarted(const std::vector<Conn*>& conns,
+                      absl::FunctionRef<bool(const SendItem&)> owned);
+  // Where the payload of the frame being handled goes (or that it is dropped).
+  void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
+  void start_discard(Conn* c, uint64_t bytes);
+  // Runs the connection's framer until it needs bytes (then arms the receive), parks,
+  // or the connection closes. Not re-entered for one connection.
+  void drive_rx(Conn* c);
+
  private:
   // Slots.
   Conn* new_conn(int fd, bool outbound);
@@ -143,68 +192,28 @@ class Worker final : public ring::CompletionHandler {
   void free_conn(Conn* c);
 
   // Peers and connections.
-  Peer* peer(const std::string& key, bool create);
-  void open_outbound(Peer* p);
   Conn* connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe);
   void apply_socket_options(int fd);
-  void close_conn(Conn* c, const absl::Status& why, bool hostile = false);
   void maybe_release(Conn* c);
-  void fail_outbound(Peer* p, const absl::Status& why);
-  // Whether a connection to `p` has unacknowledged bytes and no ACK for `quiet_ms`.
-  bool path_stalled(const Peer* p, uint32_t quiet_ms) const;
   void fail_inbound(Peer* p, const absl::Status& why);
 
   // Send path.
-  void enqueue(Conn* c, SendItem item);
-  void pump_tx(Conn* c);
   // `pinned`: a zero-copy send from memory that is not a registered buffer.
   void on_send(Conn* c, int32_t res, bool pinned);
   void item_done(SendItem& item, bool ok);
   void on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags);
   // The registered-buffer slot that holds all of `v`, or -1.
   int fixed_buffer_for(const iovec& v) const;
-  SendItem frame_item(std::vector<std::byte> frame);
-  void queue_completion(Conn* c, const InOp& in, const absl::Status& st);
 
   // Receive path.
-  // Runs the connection's framer until it needs bytes (then arms the receive), parks,
-  // or the connection closes. Not re-entered for one connection.
-  void drive_rx(Conn* c);
   void arm_recv(Conn* c);
   void on_recv(Conn* c, int32_t res);
   void on_frame(Conn* c);
-  // Where the payload of the frame being handled goes (or that it is dropped).
-  void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
-  void start_discard(Conn* c, uint64_t bytes);
   void on_payload_done(Conn* c);
   void handle_hello(Conn* c, const wire::Hello& h);
   void handle_hello_ack(Conn* c, const wire::HelloAck& a);
-  void handle_request(Conn* c, const wire::Request& r);
-  void handle_completion(Conn* c, const wire::Completion& cmp);
   void handle_data(Conn* c, const wire::DataHeader& d);
   void handle_batch(Conn* c, const wire::DataBatch& b);
-  // Both kinds of data frame: `entries` (segment, length, offset) of `payload` bytes.
-  template <typename Entries>
-  void on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const Entries& entries);
-  void on_read_data(Conn* c, const std::shared_ptr<OutOp>& op, uint64_t payload,
-                    std::vector<iovec> dest);
-  void unpark(Peer* p);
-
-  // Transfers.
-  void launch(Peer* p, std::shared_ptr<OutOp> op);
-  void fail_op(const std::shared_ptr<OutOp>& op, const absl::Status& why);
-  void maybe_finish(Peer* p, const std::shared_ptr<OutOp>& op);
-  void serve_read(Peer* p, const std::shared_ptr<InOp>& in);
-  void maybe_finish_in(Peer* p, const std::shared_ptr<InOp>& in);
-  // A failed served transfer lets go of its regions once no byte of it is in the kernel.
-  static void release_if_idle(InOp& in);
-  // Drops the frames of `owner` not yet started from the queues of `conns`.
-  template <typename Pred>
-  void drop_unstarted(const std::vector<Conn*>& conns, Pred&& owned);
-  void report_inbound(Peer* p, InOp& in, const absl::Status& st);
-  void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
-                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
-                 uint32_t seq);
 
   // Listener.
   void arm_accept();
@@ -214,6 +223,8 @@ class Worker final : public ring::CompletionHandler {
 
   Transport::Impl* t_;
   int index_;
+  Initiator initiator_{*this};
+  Target target_{*this};
   std::unique_ptr<ring::EventLoop> loop_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<uint32_t> free_slots_;
@@ -278,5 +289,11 @@ class Transport::Impl {
   // Runs fn(worker) on each ring thread and waits for it (see add_fixed_buffer).
   void on_every_worker(const std::function<void(Worker&)>& fn);
 };
+
+inline const Config& Worker::config() const { return t_->config; }
+inline Counters& Worker::counters() { return t_->counters; }
+inline const memory::Registry& Worker::registry() const { return *t_->registry; }
+inline const InboundFn& Worker::inbound() const { return t_->inbound; }
+inline uint64_t Worker::inline_limit() const { return t_->inline_limit(); }
 
 }  // namespace ringxfer::transport

@@ -4,7 +4,7 @@
 # The Debian packages ringxfer builds, tests and benchmarks with.
 RX_PACKAGES=(
   g++ meson ninja-build pkg-config
-  liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  liburing-dev libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev
   clang libclang-rt-14-dev
   python3-numpy python3-pytest python3-torch python3-mesonpy python3-venv python3-pip patchelf

@@ -145,6 +145,10 @@ void Worker::on_frame(Conn* c) {
       deliver(handshake, wire::decode_hello_ack_body,
               [&](const wire::HelloAck& a) { handle_hello_ack(c, a); });
       break;
+    case wire::FrameType::kAuthChallenge:
+    case wire::FrameType::kAuthProof:
+      // Not part of a handshake this engine runs.
+      return bad(wire::DecodeError::kUnknownType);
     case wire::FrameType::kWriteRequest:
     case wire::FrameType::kReadRequest:
       deliver(!c->outbound && control, wire::decode_request_body,

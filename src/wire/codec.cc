@@ -59,8 +59,7 @@ Result<FrameHeader> decode_header(ByteSpan in) noexcept {
   }
   h.type = static_cast<FrameType>(type);
   h.seq = load_le<uint32_t>(p + 12);
-  const bool handshake = h.type == FrameType::kHello || h.type == FrameType::kHelloAck;
-  if (load_le<uint16_t>(p + 6) != 0 || (handshake && h.seq != 0)) {
+  if (load_le<uint16_t>(p + 6) != 0 || (is_handshake(h.type) && h.seq != 0)) {
     return DecodeError::kBadField;
   }
   h.body_bytes = load_le<uint32_t>(p + 8);
@@ -81,6 +80,13 @@ Result<Hello> decode_hello(ByteSpan in) noexcept {
 }
 Result<HelloAck> decode_hello_ack(ByteSpan in) noexcept {
   return decode_whole<HelloAck>(in, is_type<FrameType::kHelloAck>, decode_hello_ack_body);
+}
+Result<AuthChallenge> decode_auth_challenge(ByteSpan in) noexcept {
+  return decode_whole<AuthChallenge>(in, is_type<FrameType::kAuthChallenge>,
+                                     decode_auth_challenge_body);
+}
+Result<AuthProof> decode_auth_proof(ByteSpan in) noexcept {
+  return decode_whole<AuthProof>(in, is_type<FrameType::kAuthProof>, decode_auth_proof_body);
 }
 Result<Request> decode_request(ByteSpan in) noexcept {
   return decode_whole<Request>(in, is_request, decode_request_body);

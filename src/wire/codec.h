@@ -34,6 +34,10 @@ constexpr size_t request_frame_bytes(size_t segments) noexcept {
 constexpr size_t completion_frame_bytes(size_t message_bytes) noexcept {
   return kHeaderBytes + kCompletionFixedBytes + message_bytes;
 }
+constexpr size_t auth_challenge_frame_bytes() noexcept {
+  return kHeaderBytes + kAuthChallengeBodyBytes;
+}
+constexpr size_t auth_proof_frame_bytes() noexcept { return kHeaderBytes + kAuthProofBodyBytes; }
 inline constexpr size_t kDataFrameBytes = kHeaderBytes + kDataBodyBytes;
 constexpr size_t data_batch_frame_bytes(size_t entries) noexcept {
   return kHeaderBytes + kBatchFixedBytes + entries * kBatchEntryBytes;
@@ -49,6 +53,8 @@ Result<FrameHeader> decode_header(ByteSpan in) noexcept;
 // header.body_bytes bytes (only those are read). The header's type must match.
 Result<Hello> decode_hello_body(const FrameHeader& header, ByteSpan body) noexcept;
 Result<HelloAck> decode_hello_ack_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<AuthChallenge> decode_auth_challenge_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<AuthProof> decode_auth_proof_body(const FrameHeader& header, ByteSpan body) noexcept;
 // For kWriteRequest and kReadRequest alike; the type gives Request::op.
 Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) noexcept;
 Result<Completion> decode_completion_body(const FrameHeader& header, ByteSpan body) noexcept;
@@ -59,14 +65,27 @@ Result<DataBatch> decode_data_batch_body(const FrameHeader& header, ByteSpan bod
 // type than the one asked for is kUnknownType.
 Result<Hello> decode_hello(ByteSpan in) noexcept;
 Result<HelloAck> decode_hello_ack(ByteSpan in) noexcept;
+Result<AuthChallenge> decode_auth_challenge(ByteSpan in) noexcept;
+Result<AuthProof> decode_auth_proof(ByteSpan in) noexcept;
 Result<Request> decode_request(ByteSpan in) noexcept;
 Result<Completion> decode_completion(ByteSpan in) noexcept;
 Result<DataHeader> decode_data(ByteSpan in) noexcept;
 Result<DataBatch> decode_data_batch(ByteSpan in) noexcept;
 
+// ---- A hello's auth bytes (Hello::auth), when the initiator authenticates. ----
+
+// Decodes Hello::auth: exactly kHelloAuthBytes (else kLengthMismatch), key id not 0
+// (kBadField). An empty span means the hello does not authenticate: check that first.
+Result<HelloAuth> decode_hello_auth(ByteSpan auth) noexcept;
+// Writes kHelloAuthBytes at the start of `out`, for Hello::auth to point at.
+Result<size_t> encode_hello_auth(const HelloAuth& auth, MutableByteSpan out) noexcept;
+
 // ---- Encoding. Each returns the bytes written at the start of `out`. ----
 Result<size_t> encode_hello(const Hello& hello, MutableByteSpan out) noexcept;
 Result<size_t> encode_hello_ack(const HelloAck& ack, MutableByteSpan out) noexcept;
+// Writes auth_challenge_frame_bytes() / auth_proof_frame_bytes().
+Result<size_t> encode_auth_challenge(const AuthChallenge& challenge, MutableByteSpan out) noexcept;
+Result<size_t> encode_auth_proof(const AuthProof& proof, MutableByteSpan out) noexcept;
 // `parts`: 0 or 1 for a whole transfer, else 2..kPartsMax (see Request::parts).
 // `seq`: the request sequence (frames.h), carried in the header.
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,

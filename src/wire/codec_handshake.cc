@@ -1,4 +1,4 @@
-// The frame codec: hello and hello ack.
+// The frame codec: hello, hello ack, a hello's auth bytes, and the auth frames.
 #include "wire/codec.h"
 
 #include "wire/codec_internal.h"
@@ -137,6 +137,112 @@ Result<size_t> encode_hello_ack(const HelloAck& ack, MutableByteSpan out) noexce
   put_bytes(p + kHelloAckFixedBytes, ack.key.data(), ack.key.size());
   put_bytes(p + kHelloAckFixedBytes + ack.key.size(), ack.message.data(), ack.message.size());
   return kHeaderBytes + body;
+}
+
+// ---- A hello's auth bytes ----
+
+Result<HelloAuth> decode_hello_auth(ByteSpan auth) noexcept {
+  if (auth.size() != kHelloAuthBytes) {
+    return DecodeError::kLengthMismatch;
+  }
+  HelloAuth a;
+  a.key_id = load_le<uint32_t>(auth.data());
+  if (a.key_id == 0) {
+    return DecodeError::kBadField;
+  }
+  std::memcpy(a.nonce.data(), auth.data() + 4, kAuthNonceBytes);
+  return a;
+}
+
+Result<size_t> encode_hello_auth(const HelloAuth& auth, MutableByteSpan out) noexcept {
+  if (auth.key_id == 0) {
+    return DecodeError::kBadField;
+  }
+  if (out.size() < kHelloAuthBytes) {
+    return DecodeError::kBufferTooSmall;
+  }
+  store_le<uint32_t>(out.data(), auth.key_id);
+  put_bytes(out.data() + 4, auth.nonce.data(), kAuthNonceBytes);
+  return kHelloAuthBytes;
+}
+
+// ---- AuthChallenge ----
+
+Result<AuthChallenge> decode_auth_challenge_body(const FrameHeader& header,
+                                                 ByteSpan body) noexcept {
+  if (header.type != FrameType::kAuthChallenge) {
+    return DecodeError::kUnknownType;
+  }
+  if (body.size() < header.body_bytes) {
+    return DecodeError::kTruncated;
+  }
+  if (header.body_bytes != kAuthChallengeBodyBytes) {
+    return DecodeError::kLengthMismatch;
+  }
+  const std::byte* p = body.data();
+  AuthChallenge c;
+  c.key_id = load_le<uint32_t>(p);
+  if (c.key_id == 0 || load_le<uint32_t>(p + 4) != 0) {
+    return DecodeError::kBadField;
+  }
+  std::memcpy(c.nonce.data(), p + 8, kAuthNonceBytes);
+  std::memcpy(c.mac.data(), p + 8 + kAuthNonceBytes, kAuthMacBytes);
+  c.instance_id = load_le<uint64_t>(p + 8 + kAuthNonceBytes + kAuthMacBytes);
+  return c;
+}
+
+Result<size_t> encode_auth_challenge(const AuthChallenge& challenge, MutableByteSpan out) noexcept {
+  if (challenge.key_id == 0) {
+    return DecodeError::kBadField;
+  }
+  if (DecodeError e = begin_frame(FrameType::kAuthChallenge, kAuthChallengeBodyBytes, 0, out);
+      e != DecodeError::kNone) {
+    return e;
+  }
+  std::byte* p = out.data() + kHeaderBytes;
+  store_le<uint32_t>(p, challenge.key_id);
+  store_le<uint32_t>(p + 4, 0);
+  put_bytes(p + 8, challenge.nonce.data(), kAuthNonceBytes);
+  put_bytes(p + 8 + kAuthNonceBytes, challenge.mac.data(), kAuthMacBytes);
+  store_le<uint64_t>(p + 8 + kAuthNonceBytes + kAuthMacBytes, challenge.instance_id);
+  return auth_challenge_frame_bytes();
+}
+
+// ---- AuthProof ----
+
+Result<AuthProof> decode_auth_proof_body(const FrameHeader& header, ByteSpan body) noexcept {
+  if (header.type != FrameType::kAuthProof) {
+    return DecodeError::kUnknownType;
+  }
+  if (body.size() < header.body_bytes) {
+    return DecodeError::kTruncated;
+  }
+  if (header.body_bytes != kAuthProofBodyBytes) {
+    return DecodeError::kLengthMismatch;
+  }
+  const std::byte* p = body.data();
+  AuthProof a;
+  a.key_id = load_le<uint32_t>(p);
+  if (a.key_id == 0 || load_le<uint32_t>(p + 4) != 0) {
+    return DecodeError::kBadField;
+  }
+  std::memcpy(a.mac.data(), p + 8, kAuthMacBytes);
+  return a;
+}
+
+Result<size_t> encode_auth_proof(const AuthProof& proof, MutableByteSpan out) noexcept {
+  if (proof.key_id == 0) {
+    return DecodeError::kBadField;
+  }
+  if (DecodeError e = begin_frame(FrameType::kAuthProof, kAuthProofBodyBytes, 0, out);
+      e != DecodeError::kNone) {
+    return e;
+  }
+  std::byte* p = out.data() + kHeaderBytes;
+  store_le<uint32_t>(p, proof.key_id);
+  store_le<uint32_t>(p + 4, 0);
+  put_bytes(p + 8, proof.mac.data(), kAuthMacBytes);
+  return auth_proof_frame_bytes();
 }
 
 }  // namespace ringxfer::wire

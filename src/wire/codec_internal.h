@@ -1,6 +1,7 @@
 // Private to src/wire: the limits by frame type, field checks and frame helpers shared
-// by the codec's files (codec.cc: header, whole frames; codec_handshake.cc: hello and
-// hello ack; codec_transfer.cc: requests, completions and data frames).
+// by the codec's files (codec.cc: header, whole frames; codec_handshake.cc: hello,
+// hello ack and the auth frames; codec_transfer.cc: requests, completions and data
+// frames).
 #pragma once
 
 #include <cstring>
@@ -30,6 +31,12 @@ constexpr bool limits_for(uint8_t type, TypeLimits* out) noexcept {
       return true;
     case FrameType::kHelloAck:
       *out = {kHelloAckFixedBytes + 1, kHelloAckBodyBytesMax, 0, 0};
+      return true;
+    case FrameType::kAuthChallenge:
+      *out = {kAuthChallengeBodyBytes, kAuthChallengeBodyBytes, 0, 0};
+      return true;
+    case FrameType::kAuthProof:
+      *out = {kAuthProofBodyBytes, kAuthProofBodyBytes, 0, 0};
       return true;
     case FrameType::kWriteRequest:
     case FrameType::kReadRequest:
@@ -134,6 +141,12 @@ inline DecodeError check_batch_entry(const BatchEntry& e) noexcept {
     return DecodeError::kTooManySegments;
   }
   return check_range(e.offset, e.length);
+}
+
+// Frames that open a connection: they carry no request sequence (seq 0).
+constexpr bool is_handshake(FrameType t) noexcept {
+  return t == FrameType::kHello || t == FrameType::kHelloAck || t == FrameType::kAuthChallenge ||
+         t == FrameType::kAuthProof;
 }
 
 // Common prefix of every encoder: validates the size and writes the header.

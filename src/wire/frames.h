@@ -11,18 +11,26 @@
 // seq is the request sequence: the initiator numbers each request it sends to a peer
 // (1, 2, ..., skipping 0 and numbers still in flight); the completion and every data
 // frame of that transfer carry it, so a late frame of an earlier request with the same
-// transfer id never matches a newer one. 0 in hellos and hello acks.
+// transfer id never matches a newer one. 0 in hellos, hello acks and the auth frames.
 // Only kData and kDataBatch frames carry payload; for every other type it is 0.
 //
 // Control channel:
 //   kHello / kHelloAck, kWriteRequest / kReadRequest, kCompletion.
 // Data channels:
 //   kHello / kHelloAck to open, then kData and kDataBatch.
+// Either channel, when the initiator authenticates (issue 11; src/auth computes the
+// proofs): a hello whose auth bytes are a HelloAuth, then
+//   kAuthChallenge  target -> initiator: the key id, the target's nonce and its proof;
+//   kAuthProof      initiator -> target: the key id and the initiator's proof;
+// each side checks the other's proof before it trusts the connection.
+// The target's hello ack follows the initiator's proof; the challenge carries the
+// target's instance id, which its proof covers along with its key.
 //
 // Body layouts (offsets within the body):
 //   Hello:      0 u8 version_min  1 u8 version_max  2 u8 channel  3 u8 stripe
 //               4 u16 key_len  6 u16 auth_len  8 u64 capabilities  16 u64 instance_id
 //               24 key[key_len]  auth[auth_len]
+//   Hello auth: empty, or (authenticating, HelloAuth) 0 u32 key_id  4 nonce[32]
 //   HelloAck:   0 u8 version  1 u8 rsv  2 u16 status  4 u16 key_len  6 u16 message_len
 //               8 u64 capabilities  16 u64 instance_id  24 key[key_len]  message[message_len]
 //   Request:    0 u64 transfer_id  8 u32 segment_count  12 u16 parts  14 u16 rsv
@@ -35,8 +43,13 @@
 //               16 entry_count x { u32 segment, u32 length, u64 offset }
 //               (the entries' payloads follow back to back; their lengths sum to
 //               payload_bytes)
+//   AuthChallenge: 0 u32 key_id  4 u32 rsv  8 nonce[32]  40 mac[32]
+//                  72 u64 instance_id                                (80 bytes)
+//   AuthProof:     0 u32 key_id  4 u32 rsv  8 mac[32]                 (40 bytes)
+// Key ids are 1..2^32-1; 0 names no key and is refused (kBadField).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -55,6 +68,8 @@ enum class FrameType : uint8_t {
   kWriteRequest = 3,
   kReadRequest = 4,
   kCompletion = 5,
+  kAuthChallenge = 6,
+  kAuthProof = 7,
   kData = 16,
   kDataBatch = 17,
 };
@@ -132,7 +147,31 @@ struct Hello {
   uint64_t capabilities = 0;
   uint64_t instance_id = 0;         // random per engine start; breaks simultaneous-connect ties
   std::string_view key;             // the sender's engine key, 1..kKeyBytesMax bytes
-  std::span<const std::byte> auth;  // empty in version 1
+  std::span<const std::byte> auth;  // empty, or a HelloAuth (encode_hello_auth)
+};
+
+// The auth bytes of an initiator's hello when it authenticates: which key, and the
+// initiator's fresh nonce.
+struct HelloAuth {
+  uint32_t key_id = 0;  // 1..2^32-1
+  std::array<uint8_t, kAuthNonceBytes> nonce{};
+  friend bool operator==(const HelloAuth&, const HelloAuth&) = default;
+};
+
+// The target's answer to a hello with auth: its nonce, and its proof over both nonces.
+struct AuthChallenge {
+  uint32_t key_id = 0;  // the hello's key id, echoed
+  std::array<uint8_t, kAuthNonceBytes> nonce{};
+  std::array<uint8_t, kAuthMacBytes> mac{};
+  uint64_t instance_id = 0;  // the target's (its hello ack carries the same)
+  friend bool operator==(const AuthChallenge&, const AuthChallenge&) = default;
+};
+
+// The initiator's proof, sent once the target's has checked out.
+struct AuthProof {
+  uint32_t key_id = 0;
+  std::array<uint8_t, kAuthMacBytes> mac{};
+  friend bool operator==(const AuthProof&, const AuthProof&) = default;
 };
 
 struct HelloAck {

@@ -24,7 +24,8 @@ inline constexpr size_t kHeaderBytes = 24;
 
 // Engine key in a hello (bytes, UTF-8 not enforced): 1..kKeyBytesMax.
 inline constexpr size_t kKeyBytesMax = 255;
-// Opaque authentication token in a hello, reserved for a later exchange.
+// Authentication bytes in a hello: empty, or kHelloAuthBytes from an initiator that
+// authenticates (frames.h); the decoder takes up to this many, so a later format fits.
 inline constexpr size_t kAuthBytesMax = 1024;
 // Human-readable message in a completion or a hello reply.
 inline constexpr size_t kMessageBytesMax = 1024;
@@ -42,6 +43,12 @@ inline constexpr uint64_t kTransferBytesMax = uint64_t{1} << 40;
 inline constexpr uint64_t kDataPayloadBytesMax = uint64_t{1} << 30;
 inline constexpr uint64_t kBatchPayloadBytesMax = uint64_t{64} << 20;
 
+// Authentication (frames.h): nonces and proofs (HMAC-SHA256) are 32 bytes each.
+inline constexpr size_t kAuthNonceBytes = 32;
+inline constexpr size_t kAuthMacBytes = 32;
+// A hello's auth bytes when the initiator authenticates: key id, initiator nonce.
+inline constexpr size_t kHelloAuthBytes = 4 + kAuthNonceBytes;
+
 // Fixed parts of the bodies; variable parts follow them.
 inline constexpr size_t kHelloFixedBytes = 24;
 inline constexpr size_t kHelloAckFixedBytes = 24;
@@ -51,6 +58,8 @@ inline constexpr size_t kCompletionFixedBytes = 16;
 inline constexpr size_t kDataBodyBytes = 24;
 inline constexpr size_t kBatchFixedBytes = 16;
 inline constexpr size_t kBatchEntryBytes = 16;  // one (segment, length, offset) entry
+inline constexpr size_t kAuthChallengeBodyBytes = 8 + kAuthNonceBytes + kAuthMacBytes + 8;
+inline constexpr size_t kAuthProofBodyBytes = 8 + kAuthMacBytes;
 
 // Largest body of each frame type: what a receiver must be ready to buffer.
 inline constexpr size_t kHelloBodyBytesMax = kHelloFixedBytes + kKeyBytesMax + kAuthBytesMax;

@@ -1,3 +1,4 @@
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -21,7 +22,16 @@ constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
 
 // ---- Frame builders: a valid frame of each kind, encoded by the codec itself. ----
 
-enum class Kind { kHello, kHelloAck, kRequest, kCompletion, kData, kDataBatch };
+enum class Kind {
+  kHello,
+  kHelloAck,
+  kAuthChallenge,
+  kAuthProof,
+  kRequest,
+  kCompletion,
+  kData,
+  kDataBatch
+};
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -29,6 +39,10 @@ const char* kind_name(Kind k) {
       return "hello";
     case Kind::kHelloAck:
       return "hello_ack";
+    case Kind::kAuthChallenge:
+      return "auth_challenge";
+    case Kind::kAuthProof:
+      return "auth_proof";
     case Kind::kRequest:
       return "request";
     case Kind::kCompletion:
@@ -57,6 +71,14 @@ Bytes hello_frame(const Hello& h) {
 Bytes hello_ack_frame(const HelloAck& a) {
   return encode_into(hello_ack_frame_bytes(a.key.size(), a.message.size()),
                      [&](MutableByteSpan o) { return encode_hello_ack(a, o); });
+}
+Bytes auth_challenge_frame(const AuthChallenge& c) {
+  return encode_into(auth_challenge_frame_bytes(),
+                     [&](MutableByteSpan o) { return encode_auth_challenge(c, o); });
+}
+Bytes auth_proof_frame(const AuthProof& a) {
+  return encode_into(auth_proof_frame_bytes(),
+                     [&](MutableByteSpan o) { return encode_auth_proof(a, o); });
 }
 Bytes request_frame(OpKind op, uint64_t id, const std::vector<Segment>& segs) {
   return encode_into(request_frame_bytes(segs.size()),
@@ -97,6 +119,23 @@ HelloAck sample_hello_ack() {
   return a;
 }
 
+// Distinct bytes in every position, so a field read from the wrong place shows.
+template <size_t N>
+std::array<uint8_t, N> pattern(uint8_t first) {
+  std::array<uint8_t, N> a{};
+  for (size_t i = 0; i < N; ++i) {
+    a[i] = static_cast<uint8_t>(first + i);
+  }
+  return a;
+}
+
+AuthChallenge sample_auth_challenge() {
+  return AuthChallenge{0x0a0b0c0d, pattern<kAuthNonceBytes>(0x10), pattern<kAuthMacBytes>(0x40),
+                       0x1122334455667788};
+}
+
+AuthProof sample_auth_proof() { return AuthProof{77, pattern<kAuthMacBytes>(0x90)}; }
+
 const std::vector<Segment> kSegments = {{1, 0, 4096}, {2, 100, 7}, {3, (uint64_t{1} << 39), 1}};
 const std::vector<BatchEntry> kEntries = {{0, 8, 0}, {1, 8, 16}, {7, 3, 1}};
 
@@ -117,6 +156,10 @@ Bytes valid_frame(Kind k) {
       return hello_frame(sample_hello());
     case Kind::kHelloAck:
       return hello_ack_frame(sample_hello_ack());
+    case Kind::kAuthChallenge:
+      return auth_challenge_frame(sample_auth_challenge());
+    case Kind::kAuthProof:
+      return auth_proof_frame(sample_auth_proof());
     case Kind::kRequest:
       return request_frame(OpKind::kWrite, 1234, kSegments);
     case Kind::kCompletion:
@@ -137,6 +180,10 @@ DecodeError decode_as(Kind k, const Bytes& b) {
       return decode_hello(in).error();
     case Kind::kHelloAck:
       return decode_hello_ack(in).error();
+    case Kind::kAuthChallenge:
+      return decode_auth_challenge(in).error();
+    case Kind::kAuthProof:
+      return decode_auth_proof(in).error();
     case Kind::kRequest:
       return decode_request(in).error();
     case Kind::kCompletion:
@@ -157,6 +204,10 @@ DecodeError decode_body_as(Kind k, const FrameHeader& h, const Bytes& body) {
       return decode_hello_body(h, b).error();
     case Kind::kHelloAck:
       return decode_hello_ack_body(h, b).error();
+    case Kind::kAuthChallenge:
+      return decode_auth_challenge_body(h, b).error();
+    case Kind::kAuthProof:
+      return decode_auth_proof_body(h, b).error();
     case Kind::kRequest:
       return decode_request_body(h, b).error();
     case Kind::kCompletion:
@@ -169,8 +220,9 @@ DecodeError decode_body_as(Kind k, const FrameHeader& h, const Bytes& body) {
   return DecodeError::kNone;
 }
 
-constexpr Kind kAllKinds[] = {Kind::kHello,      Kind::kHelloAck, Kind::kRequest,
-                              Kind::kCompletion, Kind::kData,     Kind::kDataBatch};
+constexpr Kind kAllKinds[] = {Kind::kHello,     Kind::kHelloAck, Kind::kAuthChallenge,
+                              Kind::kAuthProof, Kind::kRequest,  Kind::kCompletion,
+                              Kind::kData,      Kind::kDataBatch};
 
 // ---- Round trips ----
 
@@ -212,6 +264,82 @@ TEST(FrameCodec, RoundTripsHelloAck) {
   EXPECT_EQ(d->instance_id, 42u);
   EXPECT_EQ(d->key, "decode-7");
   EXPECT_EQ(d->message, "duplicate connection");
+}
+
+TEST(FrameCodec, RoundTripsAuthChallenge) {
+  const Bytes b = auth_challenge_frame(sample_auth_challenge());
+  EXPECT_EQ(b.size(), kHeaderBytes + 80);
+  Result<AuthChallenge> d = decode_auth_challenge(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(*d, sample_auth_challenge());
+}
+
+TEST(FrameCodec, RoundTripsAuthProof) {
+  const Bytes b = auth_proof_frame(sample_auth_proof());
+  EXPECT_EQ(b.size(), kHeaderBytes + 40);
+  Result<AuthProof> d = decode_auth_proof(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(*d, sample_auth_proof());
+}
+
+TEST(FrameCodec, RoundTripsAuthFramesAtLimits) {
+  AuthChallenge c{0xffffffff, {}, {}};
+  c.nonce.fill(0xff);
+  c.mac.fill(0xff);
+  Result<AuthChallenge> dc = decode_auth_challenge(auth_challenge_frame(c));
+  ASSERT_TRUE(dc.ok()) << to_string(dc.error());
+  EXPECT_EQ(*dc, c);
+  const AuthProof p{1, {}};  // the smallest key id, an all-zero mac
+  Result<AuthProof> dp = decode_auth_proof(auth_proof_frame(p));
+  ASSERT_TRUE(dp.ok()) << to_string(dp.error());
+  EXPECT_EQ(*dp, p);
+}
+
+// ---- A hello's auth bytes ----
+
+TEST(FrameCodec, RoundTripsHelloAuthInsideAHello) {
+  const HelloAuth auth{0xfeedf00d, pattern<kAuthNonceBytes>(0xc0)};
+  std::array<std::byte, kHelloAuthBytes> buf{};
+  Result<size_t> n = encode_hello_auth(auth, buf);
+  ASSERT_TRUE(n.ok()) << to_string(n.error());
+  EXPECT_EQ(*n, kHelloAuthBytes);
+  EXPECT_EQ(read_le(Bytes(buf.begin(), buf.end()), 0, 4), 0xfeedf00du);
+  EXPECT_EQ(buf[4], std::byte{0xc0});
+  EXPECT_EQ(buf[35], std::byte{0xdf});
+
+  Hello h = sample_hello();
+  h.auth = buf;
+  const Bytes b = hello_frame(h);
+  Result<Hello> d = decode_hello(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  Result<HelloAuth> da = decode_hello_auth(d->auth);
+  ASSERT_TRUE(da.ok()) << to_string(da.error());
+  EXPECT_EQ(*da, auth);
+}
+
+TEST(FrameCodec, RejectsHelloAuthOfAnyOtherLength) {
+  const Bytes big(kAuthBytesMax, std::byte{1});
+  for (size_t n : {size_t{0}, size_t{1}, size_t{4}, kHelloAuthBytes - 1, kHelloAuthBytes + 1,
+                   size_t{64}, kAuthBytesMax}) {
+    SCOPED_TRACE(n);
+    EXPECT_EQ(decode_hello_auth(prefix(big, n)).error(), DecodeError::kLengthMismatch);
+  }
+  EXPECT_TRUE(decode_hello_auth(prefix(big, kHelloAuthBytes)).ok());
+}
+
+TEST(FrameCodec, RejectsHelloAuthWithKeyIdZero) {
+  const Bytes zero(kHelloAuthBytes, std::byte{0});
+  EXPECT_EQ(decode_hello_auth(zero).error(), DecodeError::kBadField);
+  Bytes out(kHelloAuthBytes);
+  EXPECT_EQ(encode_hello_auth(HelloAuth{}, out).error(), DecodeError::kBadField);
+}
+
+TEST(FrameCodec, HelloAuthEncoderRejectsEveryShortBuffer) {
+  for (size_t n = 0; n < kHelloAuthBytes; ++n) {
+    SCOPED_TRACE(n);
+    Bytes out(n);
+    EXPECT_EQ(encode_hello_auth(HelloAuth{1, {}}, out).error(), DecodeError::kBufferTooSmall);
+  }
 }
 
 TEST(FrameCodec, RoundTripsRequestParts) {
@@ -323,6 +451,26 @@ TEST(FrameCodec, EncodesDataFrameToKnownBytes) {
   }
 }
 
+// The exact bytes of one auth proof: pins its layout as EncodesDataFrameToKnownBytes does.
+TEST(FrameCodec, EncodesAuthProofToKnownBytes) {
+  AuthProof p{0x01020304, {}};
+  p.mac = pattern<kAuthMacBytes>(0xa0);
+  const Bytes b = auth_proof_frame(p);
+  std::vector<uint8_t> expected = {
+      'R', 'X', 'F', 'R', 2, 7, 0, 0,  // magic, version, type, flags
+      40,  0,   0,   0,   0, 0, 0, 0,  // body_bytes, request sequence 0
+      0,   0,   0,   0,   0, 0, 0, 0,  // payload_bytes 0
+      4,   3,   2,   1,   0, 0, 0, 0,  // key id, reserved
+  };
+  for (uint8_t i = 0; i < kAuthMacBytes; ++i) {
+    expected.push_back(static_cast<uint8_t>(0xa0 + i));
+  }
+  ASSERT_EQ(b.size(), expected.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(static_cast<uint8_t>(b[i]), expected[i]) << "byte " << i;
+  }
+}
+
 // ---- Truncation ----
 
 TEST(FrameCodec, RejectsEveryTruncation) {
@@ -371,11 +519,30 @@ const BadField kBadFields[] = {
     {"version 3", Kind::kData, 4, 1, 3, DecodeError::kBadVersion},
     {"version 255", Kind::kCompletion, 4, 1, 255, DecodeError::kBadVersion},
     {"type 0", Kind::kHello, 5, 1, 0, DecodeError::kUnknownType},
-    {"type 6", Kind::kRequest, 5, 1, 6, DecodeError::kUnknownType},
+    {"type 8", Kind::kRequest, 5, 1, 8, DecodeError::kUnknownType},
+    {"type 15", Kind::kAuthProof, 5, 1, 15, DecodeError::kUnknownType},
     {"type 255", Kind::kData, 5, 1, 255, DecodeError::kUnknownType},
     {"header flags", Kind::kHello, 6, 2, 1, DecodeError::kBadField},
     {"hello request sequence", Kind::kHello, 12, 4, 0x80000000, DecodeError::kBadField},
     {"ack request sequence", Kind::kHelloAck, 12, 4, 1, DecodeError::kBadField},
+    {"challenge request sequence", Kind::kAuthChallenge, 12, 4, 1, DecodeError::kBadField},
+    {"proof request sequence", Kind::kAuthProof, 12, 4, 0xffffffff, DecodeError::kBadField},
+    {"challenge flags", Kind::kAuthChallenge, 6, 2, 0x8000, DecodeError::kBadField},
+    {"challenge body too long", Kind::kAuthChallenge, 8, 4, kAuthChallengeBodyBytes + 1,
+     DecodeError::kLengthOverLimit},
+    {"challenge body too short", Kind::kAuthChallenge, 8, 4, kAuthChallengeBodyBytes - 1,
+     DecodeError::kLengthMismatch},
+    {"challenge body of a proof", Kind::kAuthChallenge, 8, 4, kAuthProofBodyBytes,
+     DecodeError::kLengthMismatch},
+    {"challenge body zero", Kind::kAuthChallenge, 8, 4, 0, DecodeError::kLengthMismatch},
+    {"proof body too long", Kind::kAuthProof, 8, 4, kAuthProofBodyBytes + 1,
+     DecodeError::kLengthOverLimit},
+    {"proof body of a challenge", Kind::kAuthProof, 8, 4, kAuthChallengeBodyBytes,
+     DecodeError::kLengthOverLimit},
+    {"proof body too short", Kind::kAuthProof, 8, 4, kAuthProofBodyBytes - 1,
+     DecodeError::kLengthMismatch},
+    {"payload on a challenge", Kind::kAuthChallenge, 16, 8, 1, DecodeError::kLengthOverLimit},
+    {"payload on a proof", Kind::kAuthProof, 16, 8, kU64Max, DecodeError::kLengthOverLimit},
     {"hello body over limit", Kind::kHello, 8, 4, kHelloBodyBytesMax + 1,
      DecodeError::kLengthOverLimit},
     {"request body over limit", Kind::kRequest, 8, 4, 0xffffffff, DecodeError::kLengthOverLimit},
@@ -420,6 +587,14 @@ const BadField kBadFields[] = {
     {"ack message over limit", Kind::kHelloAck, B + 6, 2, kMessageBytesMax + 1,
      DecodeError::kLengthOverLimit},
     {"ack message length", Kind::kHelloAck, B + 6, 2, 3, DecodeError::kLengthMismatch},
+    // AuthChallenge body.
+    {"challenge key id 0", Kind::kAuthChallenge, B + 0, 4, 0, DecodeError::kBadField},
+    {"challenge reserved low byte", Kind::kAuthChallenge, B + 4, 1, 1, DecodeError::kBadField},
+    {"challenge reserved high byte", Kind::kAuthChallenge, B + 7, 1, 0x80, DecodeError::kBadField},
+    // AuthProof body.
+    {"proof key id 0", Kind::kAuthProof, B + 0, 4, 0, DecodeError::kBadField},
+    {"proof reserved", Kind::kAuthProof, B + 4, 4, 0xffffffff, DecodeError::kBadField},
+    {"proof reserved high byte", Kind::kAuthProof, B + 7, 1, 1, DecodeError::kBadField},
     // Request body.
     {"request reserved", Kind::kRequest, B + 14, 2, 1, DecodeError::kBadField},
     {"request parts over limit", Kind::kRequest, B + 12, 2, kPartsMax + 1, DecodeError::kBadField},
@@ -637,6 +812,9 @@ TEST(FrameCodec, EncodersRejectWhatDecodersReject) {
   const std::vector<Segment> zero = {{1, 0, 0}};
   EXPECT_EQ(encode_request(OpKind::kRead, 1, zero, out).error(), DecodeError::kBadField);
 
+  EXPECT_EQ(encode_auth_challenge(AuthChallenge{}, out).error(), DecodeError::kBadField);
+  EXPECT_EQ(encode_auth_proof(AuthProof{}, out).error(), DecodeError::kBadField);
+
   Completion c = sample_completion();
   c.status = 1000;
   EXPECT_EQ(encode_completion(c, out).error(), DecodeError::kBadField);
@@ -666,6 +844,12 @@ TEST(FrameCodec, EncodersRejectEveryShortBuffer) {
           break;
         case Kind::kHelloAck:
           r = encode_hello_ack(sample_hello_ack(), out);
+          break;
+        case Kind::kAuthChallenge:
+          r = encode_auth_challenge(sample_auth_challenge(), out);
+          break;
+        case Kind::kAuthProof:
+          r = encode_auth_proof(sample_auth_proof(), out);
           break;
         case Kind::kRequest:
           r = encode_request(OpKind::kWrite, 1234, kSegments, out);

@@ -1,5 +1,6 @@
 // Writes one valid frame of every kind into the directory given as argv[1]: the seed
 // corpus of the wire fuzzers, made by the encoder so it follows the format as it is.
+#include <array>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -39,10 +40,27 @@ int main(int argc, char** argv) {
   h.key = "engine-a";
   ok &= write_seed(dir, "hello", buf, *encode_hello(h, buf));
 
+  // A hello that authenticates: its auth bytes are a HelloAuth.
+  HelloAuth ha{7, {}};
+  ha.nonce.fill(0x5a);
+  std::array<std::byte, kHelloAuthBytes> auth{};
+  ok &= encode_hello_auth(ha, auth).ok();
+  h.auth = auth;
+  ok &= write_seed(dir, "hello_auth", buf, *encode_hello(h, buf));
+
   HelloAck a;
   a.key = "engine-b";
   a.message = "ok";
   ok &= write_seed(dir, "hello_ack", buf, *encode_hello_ack(a, buf));
+
+  AuthChallenge ch{7, {}, {}};
+  ch.nonce.fill(0x11);
+  ch.mac.fill(0x22);
+  ok &= write_seed(dir, "auth_challenge", buf, *encode_auth_challenge(ch, buf));
+
+  AuthProof pr{7, {}};
+  pr.mac.fill(0x33);
+  ok &= write_seed(dir, "auth_proof", buf, *encode_auth_proof(pr, buf));
 
   const std::vector<Segment> segs = {{1, 0, 4096}, {2, 64, 8}};
   ok &= write_seed(dir, "write_request", buf, *encode_request(OpKind::kWrite, 7, segs, buf));

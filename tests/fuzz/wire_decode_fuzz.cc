@@ -46,11 +46,24 @@ void fuzz_one(ByteSpan in) {
     if (h->type != FrameType::kData && h->type != FrameType::kDataBatch && h->payload_bytes != 0) {
       fail("payload on a control frame");
     }
+    const bool opens = h->type == FrameType::kHello || h->type == FrameType::kHelloAck ||
+                       h->type == FrameType::kAuthChallenge || h->type == FrameType::kAuthProof;
+    if (opens && h->seq != 0) {
+      fail("request sequence on a handshake frame");
+    }
   }
 #elif RX_FUZZ_ENTRY == 1
   Result<Hello> r = decode_hello(in);
   if (r.ok()) {
     expect_reencodes(in, frame_size(in), [&](MutableByteSpan o) { return encode_hello(*r, o); });
+    // Auth bytes that decode as a HelloAuth re-encode to themselves too.
+    Result<HelloAuth> a = decode_hello_auth(r->auth);
+    if (a.ok()) {
+      expect_reencodes(r->auth, kHelloAuthBytes,
+                       [&](MutableByteSpan o) { return encode_hello_auth(*a, o); });
+    } else if (r->auth.size() != kHelloAuthBytes && a.error() != DecodeError::kLengthMismatch) {
+      fail("hello auth of the wrong length is not a length mismatch");
+    }
   }
 #elif RX_FUZZ_ENTRY == 2
   Result<HelloAck> r = decode_hello_ack(in);
@@ -85,8 +98,20 @@ void fuzz_one(ByteSpan in) {
       return encode_data_batch(r->transfer_id, entries, o, r->seq);
     });
   }
+#elif RX_FUZZ_ENTRY == 7
+  Result<AuthChallenge> r = decode_auth_challenge(in);
+  if (r.ok()) {
+    expect_reencodes(in, frame_size(in),
+                     [&](MutableByteSpan o) { return encode_auth_challenge(*r, o); });
+  }
+#elif RX_FUZZ_ENTRY == 8
+  Result<AuthProof> r = decode_auth_proof(in);
+  if (r.ok()) {
+    expect_reencodes(in, frame_size(in),
+                     [&](MutableByteSpan o) { return encode_auth_proof(*r, o); });
+  }
 #else
-#error "RX_FUZZ_ENTRY must be 0..6"
+#error "RX_FUZZ_ENTRY must be 0..8"
 #endif
 }
 

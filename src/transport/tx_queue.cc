@@ -9,6 +9,15 @@ void TxQueue::push(SendItem item) {
   q_.push_back(std::move(item));
 }
 
+void TxQueue::push_next(SendItem item) {
+  size_t at = inflight_items_;
+  // Only the front item can have started (a short send leaves it partly sent).
+  if (at < q_.size() && (q_[at].pos != 0 || q_[at].off != 0)) {
+    ++at;
+  }
+  q_.insert(q_.begin() + static_cast<std::ptrdiff_t>(at), std::move(item));
+}
+
 TxQueue::Send TxQueue::gather(bool alone) {
   if (busy() || q_.empty()) {
     return {};

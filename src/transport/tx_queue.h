@@ -35,6 +35,7 @@ struct SendItem {
   size_t off = 0;          // bytes of iov[pos] already sent
   uint64_t payload = 0;    // payload bytes (counters)
   bool zero_copy = false;
+  bool handshake = false;      // a hello or auth frame: may go while the connection is gated
   std::shared_ptr<OutOp> out;  // the transfer whose memory the payload is, if any
   std::shared_ptr<InOp> in;
 };
@@ -57,6 +58,10 @@ class TxQueue {
 
   // Queues a frame behind the others. Its iov[0] covers its own `frame` bytes.
   void push(SendItem item);
+  // Queues a frame to go next: behind the send in flight and any item already started,
+  // ahead of every item that has not started (a handshake's answer overtakes requests
+  // queued behind the hello).
+  void push_next(SendItem item);
 
   bool busy() const noexcept { return inflight_items_ > 0; }
   bool empty() const noexcept { return q_.empty(); }

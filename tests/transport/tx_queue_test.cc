@@ -172,6 +172,49 @@ TEST(TxQueue, FramesQueuedFromInsideACompletionAreSentOnceAfterTheRest) {
   }
 }
 
+// push_next puts a frame behind whatever has started (in flight, or the partly sent
+// front after a short send) and ahead of everything that has not: at every cut of the
+// first send, the stream is the started items whole, then the new frame, then the rest.
+TEST(TxQueue, PushNextGoesAheadOfEveryItemNotStarted) {
+  for (size_t cut = 0; cut <= 14; ++cut) {
+    for (bool inflight : {true, false}) {
+      SCOPED_TRACE("cut " + std::to_string(cut) + (inflight ? ", in flight" : ", completed"));
+      Fixture f;
+      TxQueue q;
+      q.push(f.item(4, {3}));  // bytes 0..6: the hello
+      q.push(f.item(5, {2}));  // 7..13: a request queued behind it
+      const TxQueue::Send s = q.gather(/*alone=*/true);
+      ASSERT_EQ(s.items, 1u);
+      std::vector<std::byte> stream;
+      const size_t n = std::min<size_t>(cut, s.bytes);
+      take(s, n, stream);
+      std::vector<SendItem> retired;
+      if (!inflight) {
+        q.complete(n, retired);
+      }
+      Fixture g;
+      g.next = 200;
+      q.push_next(g.item(3, {}));  // the answer
+      if (inflight) {
+        q.complete(n, retired);
+      }
+      while (!q.empty()) {
+        const TxQueue::Send t = q.gather(false);
+        ASSERT_GT(t.items, 0u);
+        take(t, t.bytes, stream);
+        q.complete(t.bytes, retired);
+      }
+      // A send that completed having moved nothing left the hello unstarted: the new
+      // frame goes ahead of it too.
+      const size_t started = inflight || n > 0 ? 7 : 0;
+      std::vector<std::byte> want(f.expected.begin(), f.expected.begin() + started);
+      want.insert(want.end(), g.expected.begin(), g.expected.end());
+      want.insert(want.end(), f.expected.begin() + started, f.expected.end());
+      EXPECT_EQ(stream, want);
+    }
+  }
+}
+
 TEST(TxQueue, ZeroCopyItemsGoAloneAndStopAGather) {
   Fixture f;
   TxQueue q;

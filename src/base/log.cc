@@ -56,6 +56,13 @@ const char* level_name(LogLevel level) noexcept {
 // Constant-initialized and trivially destructible: usable from any static destructor.
 constinit std::atomic<uint64_t> g_written{0};
 constinit std::atomic<uint64_t> g_dropped{0};
+constinit std::atomic<uint64_t> g_suppressed{0};
+
+int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // The logging thread's write: all of it, however long stderr takes. False when the fd
 // is broken (EPIPE, EBADF, ...); those lines are lost.
@@ -304,13 +311,14 @@ void set_log_level(LogLevel level) noexcept {
 }
 
 void log_line(LogLevel level, std::string_view message) noexcept {
-  std::string line = absl::StrFormat("ringxfer %s: %s\n", level_name(level), message);
-  Logger::get().enqueue(std::move(line));
+  detail::log_site_line(level, message, 0);
 }
+
 LogStats log_stats() noexcept {
   return LogStats{
       .written = g_written.load(std::memory_order_relaxed),
       .dropped = g_dropped.load(std::memory_order_relaxed),
+      .suppressed = g_suppressed.load(std::memory_order_relaxed),
   };
 }
 
@@ -320,4 +328,42 @@ void log_flush_for_crash() noexcept { Logger::get().flush_for_crash(); }
 
 void set_log_fd_for_testing(int fd) noexcept { Logger::get().set_fd(fd); }
 
+namespace detail {
+
+int64_t LogSite::admit(LogLevel level) noexcept {
+  if (level == LogLevel::kDebug) {
+    return 0;
+  }
+  return admit_at(now_ns());
+}
+
+int64_t LogSite::admit_at(int64_t now_ns) noexcept {
+  constexpr int64_t kSlackNs = (kLogSiteBurst - 1) * kLogSiteRefillNs;
+  int64_t tat = tat_ns_.load(std::memory_order_relaxed);
+  for (;;) {
+    const int64_t from = std::max(tat, now_ns);
+    if (from - now_ns > kSlackNs) {
+      suppressed_.fetch_add(1, std::memory_order_relaxed);
+      g_suppressed.fetch_add(1, std::memory_order_relaxed);
+      return -1;
+    }
+    // Two counters, nothing published through them: relaxed is enough. A line
+    // suppressed while another is let through is reported by the site's next line.
+    if (tat_ns_.compare_exchange_weak(tat, from + kLogSiteRefillNs, std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  return suppressed_.exchange(0, std::memory_order_relaxed);
+}
+
+void log_site_line(LogLevel level, std::string_view message, int64_t suppressed) noexcept {
+  std::string line = absl::StrFormat("ringxfer %s: %s", level_name(level), message);
+  if (suppressed > 0) {
+    absl::StrAppendFormat(&line, " (%d similar lines suppressed)", suppressed);
+  }
+  line += '\n';
+  Logger::get().enqueue(std::move(line));
+}
+
+}  // namespace detail
 }  // namespace ringxfer::base

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -127,7 +128,7 @@ std::vector<std::string> lines_of(const std::string& text) {
 
 // Issue 11: ring threads blocked in write() once a pipe nobody read was full.
 TEST_F(LogToPipe, NeverBlocksOnAPipeNobodyReads) {
-  set_log_level(LogLevel::kDebug);
+  set_log_level(LogLevel::kDebug);  // debug lines are not rate-limited: every call queues
   constexpr int kThreads = 2;
   constexpr int kPerThread = 50'000;
   const LogStats before = log_stats();
@@ -187,6 +188,57 @@ TEST_F(LogToPipe, NeverBlocksOnAPipeNobodyReads) {
   EXPECT_EQ(noticed, dropped) << "every drop is reported once";
 }
 
+void noisy_site(int i) { RX_LOG(kWarn, "noisy line %d", i); }
+
+// Issue 11: accept failing with EMFILE printed millions of identical lines.
+TEST_F(LogToPipe, RateLimitsEachSite) {
+  set_log_level(LogLevel::kWarn);
+  const LogStats before = log_stats();
+  for (int i = 0; i < 1000; ++i) {
+    noisy_site(i);
+  }
+  ASSERT_TRUE(log_flush(5000));
+  std::vector<std::string> lines = lines_of(read_available(read_fd()));
+  EXPECT_GE(lines.size(), 1u);
+  EXPECT_LE(lines.size(), size_t{kLogSiteBurst + 1});
+  EXPECT_EQ(lines.size() + (log_stats().suppressed - before.suppressed), 1000u);
+
+  // Once a token is back, the site's next line says how many it held back. Waiting for
+  // a refill is waiting for time itself: poll it, bounded.
+  const auto deadline = steady_clock::now() + seconds(5);
+  std::string last;
+  while (last.empty() && steady_clock::now() < deadline) {
+    noisy_site(-1);
+    ASSERT_TRUE(log_flush(5000));
+    last = read_available(read_fd());
+    if (last.empty()) {
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+  }
+  ASSERT_FALSE(last.empty()) << "the site never logged again";
+  const std::vector<std::string> more = lines_of(last);
+  ASSERT_EQ(more.size(), 1u);
+  lines.push_back(more[0]);
+  int n = 0;
+  int end = 0;
+  ASSERT_EQ(std::sscanf(more[0].c_str(),
+                        "ringxfer warn: noisy line -1 (%d similar lines suppressed)%n", &n, &end),
+            1)
+      << more[0];
+  EXPECT_EQ(end, static_cast<int>(more[0].size()));
+  EXPECT_GE(n, 1000 - kLogSiteBurst - 1);
+
+  // Every suppressed line is reported by exactly one later line of its site.
+  int64_t reported = 0;
+  for (const std::string& line : lines) {
+    const size_t at = line.find(" (");
+    if (at != std::string::npos) {
+      reported += std::strtoll(line.c_str() + at + 2, nullptr, 10);
+    }
+  }
+  EXPECT_EQ(static_cast<uint64_t>(reported), log_stats().suppressed - before.suppressed);
+}
+
 TEST_F(LogToPipe, LevelHidesLowerLevels) {
   set_log_level(LogLevel::kError);
   const LogStats before = log_stats();
@@ -197,6 +249,7 @@ TEST_F(LogToPipe, LevelHidesLowerLevels) {
   ASSERT_TRUE(log_flush(5000));
   EXPECT_EQ(read_available(read_fd()), "ringxfer error: a shown error 7\n");
   EXPECT_EQ(log_stats().written - before.written, 1u);
+  EXPECT_EQ(log_stats().suppressed, before.suppressed);
 }
 
 // Waits for `pid` at most `limit`; kills it past that. Returns its wait status, or -1.
@@ -258,6 +311,67 @@ TEST_F(LogToPipe, ExitDoesNotHangWhenStderrIsBlocked) {
   ASSERT_NE(status, -1) << "the child did not exit within 10 s";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   EXPECT_LT(steady_clock::now() - start, seconds(5));
+}
+
+TEST(LogSite, LetsABurstThroughThenOneASecond) {
+  struct Step {
+    const char* what;
+    int64_t at_ms;
+    int calls;
+    int64_t want;  // what each call returns
+  };
+  const Step steps[] = {
+      {"the burst", 0, kLogSiteBurst, 0},
+      {"past the burst", 0, 3, -1},
+      {"just before a refill", 999, 1, -1},
+      {"a refill, reporting 4", 1000, 1, 4},
+      {"the refill spent", 1000, 1, -1},
+      {"the next refill, reporting 1", 2000, 1, 0 + 1},
+      {"quiet long enough for a full burst", 100'000, kLogSiteBurst, 0},
+      {"past that burst", 100'000, 1, -1},
+  };
+  detail::LogSite site;
+  const int64_t t0_ns = int64_t{1'000'000} * 1'000'000'000;
+  for (const Step& s : steps) {
+    SCOPED_TRACE(s.what);
+    for (int i = 0; i < s.calls; ++i) {
+      EXPECT_EQ(site.admit_at(t0_ns + s.at_ms * 1'000'000), s.want) << "call " << i;
+    }
+  }
+}
+
+TEST(LogSite, DebugIsNotLimited) {
+  detail::LogSite site;
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(site.admit(LogLevel::kDebug), 0);
+  }
+}
+
+TEST(LogSite, AdmitsExactlyOneBurstFromManyThreads) {
+  detail::LogSite site;
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 1000;
+  std::atomic<int> admitted{0};
+  std::atomic<int64_t> reported{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCalls; ++i) {
+        const int64_t r = site.admit_at(5'000'000'000);
+        if (r >= 0) {
+          admitted.fetch_add(1);
+          reported.fetch_add(r);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(admitted.load(), kLogSiteBurst);
+  // The rest are counted: reported by an admitted line, or waiting for the next one.
+  const int64_t waiting = site.admit_at(5'000'000'000 + 60'000'000'000);
+  EXPECT_EQ(reported.load() + waiting, kThreads * kCalls - kLogSiteBurst);
 }
 
 }  // namespace

@@ -75,6 +75,13 @@ struct EngineConfig {
   // Pin ring thread i to cpu ring_cpus[i % size]; empty: no pinning.
   std::vector<int> ring_cpus;
   SocketOptions socket;
+  // Peer authentication (README, "Security"): the path of a key file of shared secrets
+  // (one "<id> <hex secret>" per line, 32..64 bytes each, mode 0600). Every connection,
+  // both ways, then proves knowledge of a key before any other frame is accepted, and a
+  // peer without it is refused at the handshake. Empty: the environment variable
+  // RINGXFER_AUTH_KEY_FILE if set, else peers are not authenticated (as MORI-IO; said
+  // once at start). Both engines of a pair must agree.
+  std::string auth_key_file;
 
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;

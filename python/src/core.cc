@@ -167,6 +167,7 @@ struct TcpBackendConfig {
   int64_t wait_spin_us = ringxfer::EngineConfig{}.wait_spin.count();
   bool sqpoll = false;
   std::vector<int> ring_cpus;
+  std::string auth_key_file;  // empty: RINGXFER_AUTH_KEY_FILE, else no authentication
 };
 
 void check_data_conns(int n) {
@@ -226,6 +227,7 @@ EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& 
   c.socket.keepalive_interval_s = tcp.keepalive_intvl_sec;
   c.socket.keepalive_count = tcp.keepalive_cnt;
   c.socket.nodelay = tcp.enable_ctrl_nodelay;
+  c.auth_key_file = tcp.auth_key_file;
   ok_or_raise(c.validate());
   return c;
 }
@@ -588,6 +590,10 @@ PYBIND11_MODULE(_core, m) {
   tcp.def_readwrite("enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
   tcp.def_readwrite("enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
   tcp.def_readwrite("sqpoll", &TcpBackendConfig::sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
+  tcp.def_readwrite("auth_key_file", &TcpBackendConfig::auth_key_file,
+                    "ringxfer: key file of shared secrets; every connection then proves it "
+                    "holds one (README, \"Security\"). Empty: RINGXFER_AUTH_KEY_FILE, else "
+                    "peers are not authenticated.");
   tcp.def_property(
       "ring_cpus", [](const TcpBackendConfig& c) { return c.ring_cpus; },
       [](TcpBackendConfig& c, std::vector<int> cpus) {
@@ -949,6 +955,7 @@ PYBIND11_MODULE(_core, m) {
         d["connections_opened"] = s.connections_opened;
         d["connections_closed"] = s.connections_closed;
         d["hostile_frames"] = s.hostile_frames;
+        d["auth_failures"] = s.auth_failures;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;
         d["fixed_buffer_fallbacks"] = s.fixed_buffer_fallbacks;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -108,9 +109,29 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
   // A lane group's connections say which group they are: "<own key><sep>g".
   const std::string hello_key = t_->config.key + std::string(split_lane_key(p->key).suffix);
   h.key = hello_key;
-  enqueue(c, frame_item(
-                 encode_frame(wire::hello_frame_bytes(h.key.size(), 0),
-                              [&](wire::MutableByteSpan o) { return wire::encode_hello(h, o); })));
+  std::array<std::byte, wire::kHelloAuthBytes> auth_bytes{};
+  if (t_->keyring) {
+    // Prove the key first: nothing else goes until the target has proven it too.
+    auto st = std::make_unique<AuthState>();
+    st->key_id = t_->keyring->current().id;
+    st->initiator_nonce = auth::random_nonce();
+    st->initiator_key = hello_key;
+    st->channel = channel;
+    st->stripe = stripe;
+    st->initiator_instance = t_->instance_id;
+    wire::HelloAuth ha;
+    ha.key_id = st->key_id;
+    ha.nonce = st->initiator_nonce;
+    RX_CHECK(wire::encode_hello_auth(ha, auth_bytes).ok());
+    h.auth = auth_bytes;
+    c->auth = std::move(st);
+    c->tx_gated = true;
+  }
+  SendItem hello =
+      frame_item(encode_frame(wire::hello_frame_bytes(h.key.size(), h.auth.size()),
+                              [&](wire::MutableByteSpan o) { return wire::encode_hello(h, o); }));
+  hello.handshake = true;
+  enqueue(c, std::move(hello));
   loop_->ring().connect(tag(c, kOpConnect), sock(c), reinterpret_cast<const sockaddr*>(&p->addr),
                         p->addr_len);
   ++c->inflight;

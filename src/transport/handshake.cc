@@ -22,23 +22,111 @@ namespace ringxfer::transport {
 // ---------------------------------------------------------------------------
 // Handshake
 
+void Worker::refuse_hello(Conn* c, absl::StatusCode code, const std::string& message) {
+  wire::HelloAck a;
+  a.status = static_cast<uint16_t>(code);
+  a.key = t_->config.key;
+  a.message = message;
+  std::vector<std::byte> f =
+      encode_frame(wire::hello_ack_frame_bytes(a.key.size(), message.size()),
+                   [&](wire::MutableByteSpan o) { return wire::encode_hello_ack(a, o); });
+  // Best effort and never blocking: the connection closes right after.
+  [[maybe_unused]] ssize_t sent = ::send(c->fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  close_conn(c, absl::Status(code, message), true);
+}
+
+void Worker::auth_failed(Conn* c, const std::string& why) {
+  const uint64_t n = t_->counters.auth_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  const std::string from =
+      ::getpeername(c->fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 ? addr_string(addr) : "?";
+  RX_LOG(kWarn, "%s (%s): authentication failed: %s (%d so far)", c->name, from, why, n);
+}
+
 void Worker::handle_hello(Conn* c, const wire::Hello& h) {
   if (h.version_min > wire::kVersionMax || h.version_max < wire::kVersionMin) {
-    wire::HelloAck a;
-    a.status = static_cast<uint16_t>(absl::StatusCode::kFailedPrecondition);
-    a.key = t_->config.key;
-    const std::string msg =
+    refuse_hello(
+        c, absl::StatusCode::kFailedPrecondition,
         absl::StrFormat("no common protocol version: peer speaks %d..%d, this engine %d..%d",
-                        h.version_min, h.version_max, wire::kVersionMin, wire::kVersionMax);
-    a.message = msg;
-    std::vector<std::byte> f =
-        encode_frame(wire::hello_ack_frame_bytes(a.key.size(), msg.size()),
-                     [&](wire::MutableByteSpan o) { return wire::encode_hello_ack(a, o); });
-    [[maybe_unused]] ssize_t sent = ::send(c->fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    close_conn(c, absl::FailedPreconditionError(msg), true);
+                        h.version_min, h.version_max, wire::kVersionMin, wire::kVersionMax));
     return;
   }
-  const std::string key(h.key);
+  if (!t_->keyring) {
+    hand_over(c, std::string(h.key), h.channel, h.stripe, h.capabilities);
+    return;
+  }
+  // Authenticating: prove the key to the initiator, then wait for its proof. What the
+  // refusal says is the same whatever was wrong (the log line here says what).
+  const std::string refusal =
+      "this engine authenticates its peers: configure the same auth_key_file on both";
+  if (h.auth.empty()) {
+    auth_failed(c, absl::StrFormat("%s sent no proof of a shared key", h.key));
+    refuse_hello(c, absl::StatusCode::kUnauthenticated, refusal);
+    return;
+  }
+  const wire::Result<wire::HelloAuth> ha = wire::decode_hello_auth(h.auth);
+  const auth::AuthKey* key = ha.ok() ? t_->keyring->find(ha->key_id) : nullptr;
+  if (key == nullptr) {
+    auth_failed(c, ha.ok() ? absl::StrFormat("%s named key id %d, which is not in the key file",
+                                             h.key, ha->key_id)
+                           : absl::StrFormat("%s sent malformed auth bytes", h.key));
+    refuse_hello(c, absl::StatusCode::kUnauthenticated, refusal);
+    return;
+  }
+  auto st = std::make_unique<AuthState>();
+  st->key_id = key->id;
+  st->initiator_nonce = ha->nonce;
+  st->target_nonce = auth::random_nonce();
+  st->initiator_key = std::string(h.key);
+  st->channel = h.channel;
+  st->stripe = h.stripe;
+  st->initiator_instance = h.instance_id;
+  st->target_instance = t_->instance_id;
+  st->capabilities = h.capabilities;
+  wire::AuthChallenge ch;
+  ch.key_id = key->id;
+  ch.nonce = st->target_nonce;
+  ch.mac = auth::compute_proof(*key, auth::Role::kTarget, st->input(t_->config.key));
+  ch.instance_id = t_->instance_id;
+  c->auth = std::move(st);
+  SendItem item =
+      frame_item(encode_frame(wire::auth_challenge_frame_bytes(), [&](wire::MutableByteSpan o) {
+        return wire::encode_auth_challenge(ch, o);
+      }));
+  item.handshake = true;
+  enqueue(c, std::move(item));
+  pump_tx(c);
+}
+
+void Worker::handle_auth_proof(Conn* c, const wire::AuthProof& pr) {
+  AuthState& st = *c->auth;
+  const auth::AuthKey* key = t_->keyring->find(st.key_id);
+  RX_CHECK(key != nullptr);  // the keyring never changes
+  const auth::Mac want =
+      auth::compute_proof(*key, auth::Role::kInitiator, st.input(t_->config.key));
+  if (pr.key_id != st.key_id || !auth::proofs_equal(want, pr.mac)) {
+    auth_failed(
+        c, absl::StrFormat("%s did not prove it holds key id %d", st.initiator_key, st.key_id));
+    close_conn(c, absl::UnauthenticatedError("the peer's proof did not check out"), true);
+    return;
+  }
+  st.proven = true;
+  maybe_hand_over(c);
+}
+
+void Worker::maybe_hand_over(Conn* c) {
+  if (c->fd < 0 || c->state == ConnState::kClosing || c->inflight > 0 || c->tx.busy() ||
+      !c->tx.empty()) {
+    return;  // the challenge is still being sent: on_completion comes back here
+  }
+  const AuthState st = *c->auth;
+  c->auth.reset();
+  hand_over(c, st.initiator_key, st.channel, st.stripe, st.capabilities);
+}
+
+void Worker::hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint8_t stripe,
+                       uint64_t capabilities) {
   Worker& owner = t_->worker_for(key);
   // Hand the socket to the peer's worker (maybe this one) as a new connection; the
   // handshake slot is released here. A post, even to this worker, so the slot is not
@@ -49,8 +137,8 @@ void Worker::handle_hello(Conn* c, const wire::Hello& h) {
   c->fd = -1;
   released_.push_back(c->slot);
   live_conns.fetch_sub(1, std::memory_order_relaxed);
-  owner.loop().post([&owner, fd, key, ch = h.channel, stripe = h.stripe, caps = h.capabilities] {
-    owner.adopt_inbound(fd, key, ch, stripe, caps);
+  owner.loop().post([&owner, fd, key = std::move(key), channel, stripe, capabilities] {
+    owner.adopt_inbound(fd, key, channel, stripe, capabilities);
   });
 }
 
@@ -99,6 +187,18 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
     close_conn(c, status_from_wire(a.status, a.message));
     return;
   }
+  if (c->auth != nullptr && !c->auth->challenged) {
+    close_conn(c, absl::UnauthenticatedError(absl::StrFormat(
+                      "the engine at %s does not authenticate its peers, and this engine "
+                      "requires it (auth_key_file is set): configure the same key file on both",
+                      addr_string(c->peer->addr))));
+    return;
+  }
+  if (c->auth != nullptr && a.instance_id != c->auth->target_instance) {
+    close_conn(c, absl::DataLossError("the hello ack names another engine run than the challenge"),
+               true);
+    return;
+  }
   if (c->peer != nullptr && a.key != split_lane_key(c->peer->key).base) {
     close_conn(
         c,
@@ -107,7 +207,41 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
         false);
     return;
   }
+  c->auth.reset();
   c->state = ConnState::kReady;
+}
+
+void Worker::handle_auth_challenge(Conn* c, const wire::AuthChallenge& ch) {
+  AuthState& st = *c->auth;
+  const auth::AuthKey* key = t_->keyring->find(st.key_id);
+  RX_CHECK(key != nullptr);
+  st.target_nonce = ch.nonce;
+  st.target_instance = ch.instance_id;
+  const std::string target_key(split_lane_key(c->peer->key).base);
+  const auth::ProofInput in = st.input(target_key);
+  if (ch.key_id != st.key_id ||
+      !auth::proofs_equal(auth::compute_proof(*key, auth::Role::kTarget, in), ch.mac)) {
+    auth_failed(c, absl::StrFormat("%s did not prove it holds key id %d", target_key, st.key_id));
+    close_conn(c,
+               absl::UnauthenticatedError(
+                   absl::StrFormat("the engine at %s did not prove it holds the shared key (id %d)",
+                                   addr_string(c->peer->addr), st.key_id)),
+               true);
+    return;
+  }
+  st.challenged = true;
+  wire::AuthProof pr;
+  pr.key_id = st.key_id;
+  pr.mac = auth::compute_proof(*key, auth::Role::kInitiator, in);
+  SendItem item =
+      frame_item(encode_frame(wire::auth_proof_frame_bytes(), [&](wire::MutableByteSpan o) {
+        return wire::encode_auth_proof(pr, o);
+      }));
+  item.handshake = true;
+  // Ahead of the requests queued behind the hello, which may go now.
+  c->tx.push_next(std::move(item));
+  c->tx_gated = false;
+  pump_tx(c);
 }
 
 // ---------------------------------------------------------------------------

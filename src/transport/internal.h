@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "auth/proof.h"
 #include "transport/coverage.h"
 #include "transport/rx_framer.h"
 #include "transport/transport.h"
@@ -92,6 +93,39 @@ struct InOp : Transfer {
 
 enum class ConnState : uint8_t { kConnecting, kHandshake, kReady, kClosing };
 
+// A connection's authentication while its handshake runs (README, "Security"):
+//   initiator: hello (key id, its nonce) -> challenge checked -> proof sent -> hello ack;
+//   target:    hello checked -> challenge sent -> proof checked -> handed to the peer's
+//              ring, which sends the hello ack.
+// Nothing but these frames is sent or accepted before both proofs checked out.
+struct AuthState {
+  uint32_t key_id = 0;
+  auth::Nonce initiator_nonce{};
+  auth::Nonce target_nonce{};
+  std::string initiator_key;  // as in the hello (with a lane group's suffix)
+  wire::ChannelKind channel = wire::ChannelKind::kControl;
+  uint8_t stripe = 0;
+  uint64_t initiator_instance = 0;
+  uint64_t target_instance = 0;
+  uint64_t capabilities = 0;  // target: the hello's
+  bool challenged = false;    // initiator: the target's proof checked out
+  bool proven = false;        // target: the initiator's proof checked out
+
+  auth::ProofInput input(std::string_view target_key) const {
+    auth::ProofInput in;
+    in.key_id = key_id;
+    in.initiator_nonce = initiator_nonce;
+    in.target_nonce = target_nonce;
+    in.initiator_key = initiator_key;
+    in.target_key = target_key;
+    in.channel = static_cast<uint8_t>(channel);
+    in.stripe = stripe;
+    in.initiator_instance = initiator_instance;
+    in.target_instance = target_instance;
+    return in;
+  }
+};
+
 struct Conn {
   uint32_t slot = 0;
   uint16_t gen = 0;
@@ -107,8 +141,11 @@ struct Conn {
   int64_t since_ns = 0;
   std::string name;  // for messages: "control to decode-0", "data 3 from prefill-1"
 
+  std::unique_ptr<AuthState> auth;  // while an authenticated handshake runs
+
   // Send side: one send (or sendmsg) in flight at a time.
   TxQueue tx;
+  bool tx_gated = false;  // only handshake frames may go (the challenge has not come)
   msghdr tx_msg{};
 
   // Receive side: one receive in flight at a time, where the framer says.

@@ -22,7 +22,8 @@ void Worker::drive_rx(Conn* c) {
   }
   c->rx_driving = true;
   // A handler may close the connection, or (a hello) hand its socket to another ring.
-  while (c->fd >= 0 && c->state != ConnState::kClosing) {
+  // A proven connection waits to be handed over: what follows belongs to another ring.
+  while (c->fd >= 0 && c->state != ConnState::kClosing && !(c->auth && c->auth->proven)) {
     const RxFramer::Event e = c->rx.step();
     if (e == RxFramer::Event::kFrame) {
       on_frame(c);
@@ -119,9 +120,19 @@ void Worker::on_frame(Conn* c) {
   };
   // What each side of each channel may receive, and when.
   const bool handshake = c->state == ConnState::kHandshake;
-  if (handshake && type != (c->outbound ? wire::FrameType::kHelloAck : wire::FrameType::kHello)) {
-    close_conn(c, absl::DataLossError("expected a handshake frame"), true);
-    return;
+  // An authenticating initiator expects the challenge first (a hello ack then says why
+  // there is none); an authenticating target expects the proof after its challenge.
+  const bool challenge_due = c->outbound && c->auth != nullptr && !c->auth->challenged;
+  const bool proof_due = !c->outbound && c->auth != nullptr;
+  if (handshake) {
+    const bool expected =
+        c->outbound ? type == wire::FrameType::kHelloAck ||
+                          (challenge_due && type == wire::FrameType::kAuthChallenge)
+                    : type == (proof_due ? wire::FrameType::kAuthProof : wire::FrameType::kHello);
+    if (!expected) {
+      close_conn(c, absl::DataLossError("expected a handshake frame"), true);
+      return;
+    }
   }
   // Decodes the body with `decode` and hands the frame to `handle`, or closes the
   // connection as hostile when it may not come here now or does not decode.
@@ -146,9 +157,13 @@ void Worker::on_frame(Conn* c) {
               [&](const wire::HelloAck& a) { handle_hello_ack(c, a); });
       break;
     case wire::FrameType::kAuthChallenge:
+      deliver(handshake && challenge_due, wire::decode_auth_challenge_body,
+              [&](const wire::AuthChallenge& ch) { handle_auth_challenge(c, ch); });
+      break;
     case wire::FrameType::kAuthProof:
-      // Not part of a handshake this engine runs.
-      return bad(wire::DecodeError::kUnknownType);
+      // Once it checks out, the socket is handed over: nothing more is received here.
+      return deliver(handshake && proof_due, wire::decode_auth_proof_body,
+                     [&](const wire::AuthProof& pr) { handle_auth_proof(c, pr); });
     case wire::FrameType::kWriteRequest:
     case wire::FrameType::kReadRequest:
       deliver(!c->outbound && control, wire::decode_request_body,

@@ -33,6 +33,9 @@ void Worker::pump_tx(Conn* c) {
     return;
   }
   SendItem& first = c->tx.front();
+  if (c->tx_gated && !first.handshake) {
+    return;  // requests wait behind the hello until the target has proven itself
+  }
   // Zero-copy from memory that is not a registered buffer pins pages per send, charged
   // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
   // A zero-copy frame (header, payload) whose payload lies in a registered buffer goes
@@ -50,7 +53,7 @@ void Worker::pump_tx(Conn* c) {
   const bool head_only = fixed >= 0 && first.pos == 0;
   const bool zc = zc_wanted && !head_only && (fixed >= 0 || !zc_pins_refused_);
   // Whole items go together; a zero-copy item goes alone, with its own notification.
-  const TxQueue::Send send = c->tx.gather(zc || head_only);
+  const TxQueue::Send send = c->tx.gather(zc || head_only || c->tx_gated);
   const std::span<iovec> iov = send.iov;
   c->tx_msg = msghdr{};
   c->tx_msg.msg_iov = iov.data();

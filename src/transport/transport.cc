@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <future>
@@ -17,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/errno_status.h"
@@ -60,6 +62,25 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
   impl->registry = registry;
   impl->inbound = std::move(inbound);
   impl->instance_id = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
+  std::string key_file = impl->config.engine.auth_key_file;
+  if (const char* env = std::getenv("RINGXFER_AUTH_KEY_FILE"); key_file.empty() && env != nullptr) {
+    key_file = env;
+  }
+  if (!key_file.empty()) {
+    absl::StatusOr<auth::Keyring> keyring = auth::Keyring::load_file(key_file);
+    if (!keyring.ok()) {
+      return absl::Status(keyring.status().code(),
+                          absl::StrCat("auth_key_file: ", keyring.status().message()));
+    }
+    impl->keyring.emplace(std::move(*keyring));
+  } else {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      RX_LOG(kWarn,
+             "peers are not authenticated (no auth_key_file, no RINGXFER_AUTH_KEY_FILE): "
+             "anyone who can reach this engine's port can read and write its registered memory");
+    }
+  }
 
   absl::StatusOr<std::pair<sockaddr_storage, socklen_t>> addr =
       resolve_address(impl->config.engine.host, impl->config.engine.port);

@@ -126,6 +126,9 @@ void Worker::on_completion(ring::Tag tg, int32_t res, uint32_t flags) noexcept {
       break;
     case kOpSend:
       on_send(c, res, false);
+      if (c->auth != nullptr && c->auth->proven) {
+        maybe_hand_over(c);  // its challenge has gone: the socket can move
+      }
       break;
     case kOpRecv:
       on_recv(c, res);

@@ -18,11 +18,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_format.h"
+#include "auth/keyring.h"
 #include "base/check.h"
 #include "ring/event_loop.h"
 #include "transport/initiator.h"
@@ -212,6 +214,17 @@ class Worker final : public ring::CompletionHandler {
   void on_payload_done(Conn* c);
   void handle_hello(Conn* c, const wire::Hello& h);
   void handle_hello_ack(Conn* c, const wire::HelloAck& a);
+  void handle_auth_challenge(Conn* c, const wire::AuthChallenge& ch);
+  void handle_auth_proof(Conn* c, const wire::AuthProof& pr);
+  // Target: answers a hello with an error ack and closes the connection.
+  void refuse_hello(Conn* c, absl::StatusCode code, const std::string& message);
+  // Counts and logs (rate-limited) a connection that failed authentication.
+  void auth_failed(Conn* c, const std::string& why);
+  // Target: hands an accepted socket whose hello was accepted to its peer's ring.
+  void hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint8_t stripe,
+                 uint64_t capabilities);
+  // Target: hands over a proven connection once nothing of it is in flight here.
+  void maybe_hand_over(Conn* c);
   void handle_data(Conn* c, const wire::DataHeader& d);
   void handle_batch(Conn* c, const wire::DataBatch& b);
 
@@ -276,6 +289,7 @@ class Transport::Impl {
   int listen_fd = -1;
   uint64_t instance_id = 0;
   std::atomic<bool> fixed_fallback_logged{false};
+  std::optional<auth::Keyring> keyring;  // set: every connection authenticates
 
   Worker& worker_for(const std::string& key) {
     // Lane group g of engine `base` goes g ring threads after the base's.

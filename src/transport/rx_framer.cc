@@ -103,7 +103,21 @@ RxFramer::Target RxFramer::next() {
         pos_ = 0;
       }
       if (read_ahead_) {
-        buf_.resize(kReadAheadBytes);
+        // Room for the frame being read (once its header is known) and some read-ahead,
+        // grown at most twofold per receive: a peer that announces a large frame and
+        // sends little of it makes this hold about what it sent, not what it announced.
+        const size_t need = have_header_ && frame_bytes_ > kReadAheadMinBytes
+                                ? std::min({frame_bytes_ + kReadAheadMinBytes, kReadAheadBytes,
+                                            std::max(kReadAheadMinBytes, 2 * end_)})
+                                : kReadAheadMinBytes;
+        if (buf_.size() < need) {
+          buf_.resize(need);
+        } else if (buf_.size() > need && end_ <= need) {
+          // A large frame was handled: let its buffer go.
+          std::vector<std::byte> small(need);
+          std::memcpy(small.data(), buf_.data(), end_);
+          buf_.swap(small);
+        }
         t.buf = buf_.data() + end_;
         t.len = buf_.size() - end_;
       } else {

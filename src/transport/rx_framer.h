@@ -46,7 +46,10 @@ class RxFramer {
 
   static constexpr size_t kIovMax = 1024;            // IOV_MAX: destinations of one recvmsg
   static constexpr size_t kScratchBytes = 64 << 10;  // one receive of dropped payload
-  // Read-ahead buffer: the largest frame (header and body) and room to read ahead.
+  // Read-ahead buffer: this much while a connection waits (an idle connection costs
+  // little), grown to hold a larger frame (up to the largest, header and body) only
+  // while that frame is read, and shrunk back once it is handled.
+  static constexpr size_t kReadAheadMinBytes = 16 << 10;
   static constexpr size_t kReadAheadBytes = wire::kHeaderBytes + wire::kBodyBytesMax + (64 << 10);
 
   // `prefix_bytes`: in exact mode, the first receive of a frame asks for this many

@@ -166,6 +166,48 @@ TEST(RxFramer, ExactModeNeverReceivesPastTheFrame) {
   EXPECT_EQ(f.header().type, wire::FrameType::kHello);
 }
 
+// Issue 11: a control connection's read-ahead buffer is small while it waits (2,000
+// idle connections once held 256 KiB each), grows only while a frame larger than it is
+// read, and shrinks again once that frame is handled.
+TEST(RxFramer, TheReadAheadBufferGrowsOnlyForALargeFrame) {
+  RxFramer f(true, 48);
+  ASSERT_EQ(f.step(), Event::kNeedMore);
+  RxFramer::Target t = f.next();
+  EXPECT_LE(t.bytes(), RxFramer::kReadAheadMinBytes) << "an idle connection's buffer";
+  f.retry();
+  std::vector<wire::Segment> segs(6000);
+  for (size_t i = 0; i < segs.size(); ++i) {
+    segs[i] = wire::Segment{1, i * 8, 8};
+  }
+  Bytes req(wire::request_frame_bytes(segs.size()));
+  ASSERT_TRUE(wire::encode_request(wire::OpKind::kRead, 9, segs, req, 0, 1).ok());
+  ASSERT_GT(req.size(), 2 * RxFramer::kReadAheadMinBytes);
+  const Bytes done = completion(4);
+  req.insert(req.end(), done.begin(), done.end());
+  size_t at = 0;
+  std::vector<wire::FrameType> frames;
+  for (int guard = 0; guard < 1000 && frames.size() < 2; ++guard) {
+    const Event e = f.step();
+    if (e == Event::kFrame) {
+      frames.push_back(f.header().type);
+      continue;
+    }
+    ASSERT_EQ(e, Event::kNeedMore);
+    t = f.next();
+    const size_t n = std::min(t.bytes(), req.size() - at);
+    ASSERT_GT(n, 0u);
+    std::memcpy(t.buf, req.data() + at, n);
+    at += n;
+    f.received(n);
+  }
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0], wire::FrameType::kReadRequest);
+  EXPECT_EQ(frames[1], wire::FrameType::kCompletion);
+  ASSERT_EQ(f.step(), Event::kNeedMore);
+  t = f.next();
+  EXPECT_LE(t.bytes(), RxFramer::kReadAheadMinBytes) << "the buffer shrinks back";
+}
+
 TEST(RxFramer, AParkedFrameComesAgainAfterResume) {
   const Bytes d = data(2, 10, 0x55);
   RxFramer f(false, 48);

@@ -46,11 +46,9 @@ Conn* Worker::new_conn(int fd, bool outbound) {
   } else {
     slot = static_cast<uint32_t>(conns_.size());
     conns_.push_back(nullptr);
+    slot_gen_.push_back(0);
   }
-  uint16_t gen = 1;
-  if (conns_[slot] != nullptr) {
-    gen = static_cast<uint16_t>(conns_[slot]->gen + 1);
-  }
+  const uint16_t gen = ++slot_gen_[slot];
   conns_[slot] = std::make_unique<Conn>();
   Conn* c = conns_[slot].get();
   c->slot = slot;
@@ -76,7 +74,7 @@ Conn* Worker::conn_at(ring::Tag tag) {
 }
 
 void Worker::free_conn(Conn* c) {
-  // Keep the object (its generation) until the slot is reused; mark it dead.
+  // Mark it dead; the object goes at the next reclaim().
   if (c->fd >= 0) {
     loop_->ring().remove_file(c->file);  // the table holds the socket open, too
     c->file = -1;

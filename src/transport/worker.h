@@ -181,8 +181,13 @@ class Worker final : public ring::CompletionHandler {
   // Slots.
   Conn* new_conn(int fd, bool outbound);
   // Slots freed during a handler chain are reused only from the next top-level entry,
-  // so no Conn is destroyed while a caller up the stack still points at it.
+  // so no Conn is destroyed while a caller up the stack still points at it. Then the
+  // Conn goes, with its buffers (a closed connection holds no memory); its slot keeps
+  // the generation, so a late CQE of it never reaches the slot's next connection.
   void reclaim() {
+    for (uint32_t slot : released_) {
+      conns_[slot].reset();
+    }
     free_slots_.insert(free_slots_.end(), released_.begin(), released_.end());
     released_.clear();
   }
@@ -240,6 +245,7 @@ class Worker final : public ring::CompletionHandler {
   Target target_{*this};
   std::unique_ptr<ring::EventLoop> loop_;
   std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<uint16_t> slot_gen_;  // the generation of each slot's latest connection
   std::vector<uint32_t> free_slots_;
   std::vector<uint32_t> released_;
   absl::flat_hash_map<std::string, std::unique_ptr<Peer>> peers_;

@@ -83,6 +83,19 @@ struct EngineConfig {
   // once at start). Both engines of a pair must agree.
   std::string auth_key_file;
 
+  // Limits that keep an engine under control whatever its peers do (README,
+  // "Security"). Over one, a connection is closed at once and counted
+  // (EngineStats::connections_refused); nothing grows.
+  // Connections other engines opened to this one, at most (descriptors: stay well
+  // under RLIMIT_NOFILE). 1..1,000,000.
+  int max_inbound_connections = 512;
+  // Of those, connections that have not finished their handshake (hello, and proof with
+  // authentication) yet. 1..max_inbound_connections.
+  int max_handshaking_connections = 64;
+  // An accepted connection that has not finished its handshake within this is closed.
+  // 1 ms..1 hour.
+  std::chrono::milliseconds handshake_timeout{5000};
+
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;
 };

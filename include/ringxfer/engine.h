@@ -50,6 +50,7 @@ struct EngineStats {
   uint64_t connections_closed = 0;
   uint64_t hostile_frames = 0;  // malformed or out-of-bounds frames (connection closed)
   uint64_t auth_failures = 0;   // connections refused for failing authentication
+  uint64_t connections_refused = 0;  // accepted and closed at once: over a limit
   // With zero-copy on, registered memory also becomes io_uring fixed buffers:
   uint64_t zerocopy_fixed_sends = 0;    // zero-copy sends from a fixed buffer
   uint64_t fixed_buffers = 0;           // fixed buffers now registered, all rings

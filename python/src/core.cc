@@ -168,6 +168,9 @@ struct TcpBackendConfig {
   bool sqpoll = false;
   std::vector<int> ring_cpus;
   std::string auth_key_file;  // empty: RINGXFER_AUTH_KEY_FILE, else no authentication
+  int max_inbound_connections = ringxfer::EngineConfig{}.max_inbound_connections;
+  int max_handshaking_connections = ringxfer::EngineConfig{}.max_handshaking_connections;
+  int64_t handshake_timeout_ms = ringxfer::EngineConfig{}.handshake_timeout.count();
 };
 
 void check_data_conns(int n) {
@@ -228,6 +231,9 @@ EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& 
   c.socket.keepalive_count = tcp.keepalive_cnt;
   c.socket.nodelay = tcp.enable_ctrl_nodelay;
   c.auth_key_file = tcp.auth_key_file;
+  c.max_inbound_connections = tcp.max_inbound_connections;
+  c.max_handshaking_connections = tcp.max_handshaking_connections;
+  c.handshake_timeout = std::chrono::milliseconds(tcp.handshake_timeout_ms);
   ok_or_raise(c.validate());
   return c;
 }
@@ -586,6 +592,12 @@ PYBIND11_MODULE(_core, m) {
   RX_TCP_FIELD(ring_entries, "ringxfer: io_uring submission queue size (power of two).");
   RX_TCP_FIELD(wait_spin_us,
                "ringxfer: microseconds Wait() yields the CPU before it sleeps (0..10000).");
+  RX_TCP_FIELD(max_inbound_connections,
+               "ringxfer: connections other engines may have open to this one (over: closed).");
+  RX_TCP_FIELD(max_handshaking_connections,
+               "ringxfer: of those, connections still in their handshake (over: closed).");
+  RX_TCP_FIELD(handshake_timeout_ms,
+               "ringxfer: an accepted connection must finish its handshake within this.");
 #undef RX_TCP_FIELD
   tcp.def_readwrite("enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
   tcp.def_readwrite("enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
@@ -956,6 +968,7 @@ PYBIND11_MODULE(_core, m) {
         d["connections_closed"] = s.connections_closed;
         d["hostile_frames"] = s.hostile_frames;
         d["auth_failures"] = s.auth_failures;
+        d["connections_refused"] = s.connections_refused;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;
         d["fixed_buffer_fallbacks"] = s.fixed_buffer_fallbacks;

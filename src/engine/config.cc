@@ -55,6 +55,10 @@ absl::Status EngineConfig::validate() const {
   for (int cpu : ring_cpus) {
     RX_CHECK_FIELD(range<int>("ring_cpus[]", cpu, 0, 4095));
   }
+  RX_CHECK_FIELD(range<int>("max_inbound_connections", max_inbound_connections, 1, 1'000'000));
+  RX_CHECK_FIELD(range<int>("max_handshaking_connections", max_handshaking_connections, 1,
+                            max_inbound_connections));
+  RX_CHECK_FIELD(range<int64_t>("handshake_timeout (ms)", handshake_timeout.count(), 1, 3'600'000));
   RX_CHECK_FIELD(buffer("send_buffer_bytes", socket.send_buffer_bytes));
   RX_CHECK_FIELD(buffer("recv_buffer_bytes", socket.recv_buffer_bytes));
   RX_CHECK_FIELD(range<int>("socket.keepalive_idle_s", socket.keepalive_idle_s, 1, 86400));

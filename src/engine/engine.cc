@@ -261,6 +261,7 @@ EngineStats Engine::stats() const {
   s.connections_closed = c.connections_closed.load();
   s.hostile_frames = c.hostile_frames.load();
   s.auth_failures = c.auth_failures.load();
+  s.connections_refused = c.connections_refused.load();
   s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
   s.fixed_buffers = c.fixed_buffers.load();
   s.fixed_buffer_fallbacks = c.fixed_buffer_fallbacks.load();

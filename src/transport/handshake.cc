@@ -137,6 +137,11 @@ void Worker::hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint
   c->fd = -1;
   released_.push_back(c->slot);
   live_conns.fetch_sub(1, std::memory_order_relaxed);
+  if (c->accepted_handshake) {
+    c->accepted_handshake = false;
+    --handshaking_;
+  }
+  c->inbound_counted = false;  // the adopted connection carries the count on
   owner.loop().post([&owner, fd, key = std::move(key), channel, stripe, capabilities] {
     owner.adopt_inbound(fd, key, channel, stripe, capabilities);
   });
@@ -147,10 +152,12 @@ void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, u
   reclaim();
   if (stopping_) {
     ::close(fd);
+    t_->inbound_conns.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
   Peer* p = peer(key, true);
   Conn* c = new_conn(fd, false);
+  c->inbound_counted = true;
   t_->counters.connections_opened.fetch_sub(1, std::memory_order_relaxed);  // counted at accept
   c->peer = p;
   c->channel = channel;
@@ -268,8 +275,27 @@ void Worker::on_accept(int32_t res) {
   }
   if (res >= 0) {
     accept_paused_ = false;
+    const EngineConfig& e = t_->config.engine;
+    const int inbound = t_->inbound_conns.load(std::memory_order_relaxed);
+    if (inbound >= e.max_inbound_connections || handshaking_ >= e.max_handshaking_connections) {
+      // Over a limit: closed at once (the backlog keeps moving), counted, said once in a
+      // while (RX_LOG is rate-limited per site).
+      ::close(res);
+      const uint64_t n =
+          t_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed) + 1;
+      RX_LOG(kWarn,
+             "refused a connection: %d inbound open (max_inbound_connections %d), %d "
+             "handshaking (max_handshaking_connections %d); %d refused so far",
+             inbound, e.max_inbound_connections, handshaking_, e.max_handshaking_connections, n);
+      arm_accept();
+      return;
+    }
+    t_->inbound_conns.fetch_add(1, std::memory_order_relaxed);
+    ++handshaking_;
     apply_socket_options(res);
     Conn* c = new_conn(res, false);
+    c->inbound_counted = true;
+    c->accepted_handshake = true;
     c->state = ConnState::kHandshake;
     c->name = "an accepted connection";
     // Exactly the hello (at least kDataPrefixBytes long): what follows it stays in the

@@ -130,9 +130,11 @@ struct Conn {
   uint32_t slot = 0;
   uint16_t gen = 0;
   int fd = -1;
-  int file = -1;               // its slot in the ring's registered-file table, or -1 (plain fd)
-  uint32_t tx_head_bytes = 0;  // a frame header sent alone (its payload next), or 0
-  bool outbound = false;       // this engine connected (it initiates transfers on it)
+  int file = -1;                 // its slot in the ring's registered-file table, or -1 (plain fd)
+  uint32_t tx_head_bytes = 0;    // a frame header sent alone (its payload next), or 0
+  bool outbound = false;         // this engine connected (it initiates transfers on it)
+  bool inbound_counted = false;  // counted in Transport::Impl::inbound_conns
+  bool accepted_handshake = false;  // an accepted socket before its hand-over (worker 0)
   wire::ChannelKind channel = wire::ChannelKind::kControl;
   uint8_t stripe = 0;
   Peer* peer = nullptr;  // null until an accepted connection says hello

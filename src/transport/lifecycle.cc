@@ -28,7 +28,6 @@ void Worker::tick() {
     arm_accept();
   }
   const int64_t timeout = t_->config.timeout_ns();
-  const int64_t timeout_ms = timeout / 1'000'000;
   for (Conn* c : [&] {
          std::vector<Conn*> v;
          for (auto& up : conns_) {
@@ -41,10 +40,16 @@ void Worker::tick() {
     if (c->state == ConnState::kClosing) {
       continue;
     }
+    // An accepted socket has handshake_timeout to say hello (and prove its key); a
+    // connection this engine opened has the transfer timeout to be answered.
+    const int64_t handshake_limit =
+        c->accepted_handshake
+            ? std::chrono::nanoseconds(t_->config.engine.handshake_timeout).count()
+            : timeout;
     if ((c->state == ConnState::kConnecting || c->state == ConnState::kHandshake) &&
-        now - c->since_ns > timeout) {
-      close_conn(
-          c, absl::DeadlineExceededError(absl::StrFormat("no handshake within %d ms", timeout_ms)));
+        now - c->since_ns > handshake_limit) {
+      close_conn(c, absl::DeadlineExceededError(
+                        absl::StrFormat("no handshake within %d ms", handshake_limit / 1'000'000)));
     } else if (c->rx.parked() && now - c->since_ns > timeout) {
       close_conn(c,
                  absl::DataLossError(

@@ -32,7 +32,10 @@ absl::Status Worker::start(const ring::RingOptions& options, int cpu) {
     loop_->set_handler(kKindConn, this);
     loop_->set_handler(kKindListen, this);
     loop_->set_handler(kKindZc, this);
-    const int64_t period = std::clamp<int64_t>(t_->config.timeout_ns() / 20, 1'000'000, 50'000'000);
+    const int64_t shortest =
+        std::min<int64_t>(t_->config.timeout_ns(),
+                          std::chrono::nanoseconds(t_->config.engine.handshake_timeout).count());
+    const int64_t period = std::clamp<int64_t>(shortest / 20, 1'000'000, 50'000'000);
     loop_->set_tick([this] { tick(); }, period);
   });
   return absl::OkStatus();
@@ -75,6 +78,14 @@ Conn* Worker::conn_at(ring::Tag tag) {
 
 void Worker::free_conn(Conn* c) {
   // Mark it dead; the object goes at the next reclaim().
+  if (c->inbound_counted) {
+    c->inbound_counted = false;
+    t_->inbound_conns.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (c->accepted_handshake) {
+    c->accepted_handshake = false;
+    --handshaking_;
+  }
   if (c->fd >= 0) {
     loop_->ring().remove_file(c->file);  // the table holds the socket open, too
     c->file = -1;

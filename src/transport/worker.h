@@ -255,6 +255,7 @@ class Worker final : public ring::CompletionHandler {
   static constexpr int64_t kAcceptPauseNs = 100'000'000;
   int64_t accept_resume_ns_ = 0;  // when the tick re-arms it; 0: not paused
   bool accept_paused_ = false;    // since the last accepted connection (one log line)
+  int handshaking_ = 0;           // accepted sockets before their hand-over (listener)
   bool stopping_ = false;
 
   // Zero-copy sends: their CQEs carry a slot here, since a notification can come
@@ -296,6 +297,7 @@ class Transport::Impl {
   uint64_t instance_id = 0;
   std::atomic<bool> fixed_fallback_logged{false};
   std::optional<auth::Keyring> keyring;  // set: every connection authenticates
+  std::atomic<int> inbound_conns{0};     // accepted sockets open, all rings
 
   Worker& worker_for(const std::string& key) {
     // Lane group g of engine `base` goes g ring threads after the base's.

@@ -98,5 +98,79 @@ TEST(Limits, IdleAndHalfFramedConnectionsHoldLittleMemory) {
       << "a closed connection still holds " << after / kConns << " bytes";
 }
 
+// Issue 11: anonymous connections are bounded. Sockets that never say hello hold at
+// most max_handshaking_connections slots, each for at most handshake_timeout; beyond
+// max_inbound_connections a connection is closed at once. Either way a real peer gets
+// through once the squatters are gone, and each refusal is counted.
+TEST(Limits, HandshakesAndInboundConnectionsAreCapped) {
+  EngineConfig cfg;
+  cfg.max_inbound_connections = 24;
+  cfg.max_handshaking_connections = 8;
+  cfg.handshake_timeout = std::chrono::milliseconds(3000);
+  auto target = Engine::create("target", cfg);
+  ASSERT_TRUE(target.ok()) << target.status();
+  const uint16_t port = (*target)->desc().port;
+
+  // 20 silent sockets: 8 wait for their hello, 12 are closed at once.
+  std::vector<std::unique_ptr<testing::RawClient>> silent;
+  for (int i = 0; i < 20; ++i) {
+    silent.push_back(std::make_unique<testing::RawClient>(port));
+  }
+  // (Polled: the refusals come at once, the timeouts only after 3 s.)
+  int closed_early = 0;
+  for (int t = 0; t < 200 && closed_early < 12; ++t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    closed_early = 0;
+    for (auto& c : silent) {
+      closed_early += c->wait_closed(0) ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(closed_early, 12);
+  // The other 8 are closed by the handshake timeout.
+  for (auto& c : silent) {
+    EXPECT_TRUE(c->wait_closed(8000)) << "a silent socket outlived handshake_timeout";
+  }
+  EXPECT_GE((*target)->stats().connections_refused, 12u);
+
+  // 30 sockets that say hello: 24 are accepted and answered, the others closed at once.
+  std::vector<std::unique_ptr<testing::RawClient>> idle;
+  int answered = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto c = std::make_unique<testing::RawClient>(port);
+    c->send_all(hello("idle-" + std::to_string(i)));
+    std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+    answered += c->recv_exact(ack.data(), ack.size(), 2000) ? 1 : 0;
+    idle.push_back(std::move(c));
+  }
+  EXPECT_EQ(answered, 24);
+  EXPECT_GE((*target)->stats().connections_refused, 18u);
+
+  // Once they are gone, a real engine transfers.
+  idle.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto init = Engine::create("init");
+  ASSERT_TRUE(init.ok());
+  ASSERT_TRUE((*init)->register_remote_engine((*target)->desc()).ok());
+  std::vector<uint8_t> src(4096, 9), dst(4096, 0);
+  MemoryDesc ms = *(*init)->register_memory(src.data(), src.size());
+  MemoryDesc md = *(*target)->register_memory(dst.data(), dst.size());
+  auto w = (*init)->write(ms, 0, md, 0, src.size(), 1);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->wait(std::chrono::seconds(10)));
+  EXPECT_TRUE((*w)->succeeded()) << (*w)->status();
+  EXPECT_EQ(src, dst);
+}
+
+TEST(Limits, BadLimitsAreRefusedNamingTheField) {
+  EngineConfig cfg;
+  cfg.max_handshaking_connections = 100;
+  cfg.max_inbound_connections = 10;
+  auto e = Engine::create("x", cfg);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(std::string(e.status().message()).find("max_handshaking_connections"),
+            std::string::npos)
+      << e.status();
+}
+
 }  // namespace
 }  // namespace ringxfer

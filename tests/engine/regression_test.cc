@@ -258,13 +258,16 @@ TEST(Regression, TeardownFinishesEveryTransferOnARingThread) {
   EngineConfig cfg;
   cfg.rings = 2;
   cfg.zerocopy_threshold_bytes = 64 * 1024;
+  // The memory outlives both engines: when `a` is gone the target may still be
+  // receiving the writes already on the wire into `dst` (its connections learn of the
+  // reset later), and it stays registered with `b` until `b` is destroyed.
+  constexpr size_t kSize = 16 << 20;
+  std::vector<uint8_t> src(kSize, 3), dst(kSize);
   auto a = Engine::create("initiator", cfg);
   auto b = Engine::create("target", cfg);
   ASSERT_TRUE(a.ok() && b.ok());
   ASSERT_TRUE((*a)->register_remote_engine((*b)->desc()).ok());
   ASSERT_TRUE((*b)->register_remote_engine((*a)->desc()).ok());
-  constexpr size_t kSize = 16 << 20;
-  std::vector<uint8_t> src(kSize, 3), dst(kSize);
   MemoryDesc ms = *(*a)->register_memory(src.data(), kSize);
   MemoryDesc md = *(*b)->register_memory(dst.data(), kSize);
   std::vector<StatusHandle> all;

@@ -53,7 +53,7 @@ void Worker::handle_hello(Conn* c, const wire::Hello& h) {
     return;
   }
   if (!t_->keyring) {
-    hand_over(c, std::string(h.key), h.channel, h.stripe, h.capabilities);
+    hand_over(c, std::string(h.key), h.channel, h.stripe, h.capabilities, h.instance_id);
     return;
   }
   // Authenticating: prove the key to the initiator, then wait for its proof. What the
@@ -122,11 +122,11 @@ void Worker::maybe_hand_over(Conn* c) {
   }
   const AuthState st = *c->auth;
   c->auth.reset();
-  hand_over(c, st.initiator_key, st.channel, st.stripe, st.capabilities);
+  hand_over(c, st.initiator_key, st.channel, st.stripe, st.capabilities, st.initiator_instance);
 }
 
 void Worker::hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint8_t stripe,
-                       uint64_t capabilities) {
+                       uint64_t capabilities, uint64_t instance) {
   Worker& owner = t_->worker_for(key);
   // Hand the socket to the peer's worker (maybe this one) as a new connection; the
   // handshake slot is released here. A post, even to this worker, so the slot is not
@@ -142,13 +142,13 @@ void Worker::hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint
     --handshaking_;
   }
   c->inbound_counted = false;  // the adopted connection carries the count on
-  owner.loop().post([&owner, fd, key = std::move(key), channel, stripe, capabilities] {
-    owner.adopt_inbound(fd, key, channel, stripe, capabilities);
+  owner.loop().post([&owner, fd, key = std::move(key), channel, stripe, capabilities, instance] {
+    owner.adopt_inbound(fd, key, channel, stripe, capabilities, instance);
   });
 }
 
 void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, uint8_t stripe,
-                           uint64_t capabilities) {
+                           uint64_t capabilities, uint64_t instance) {
   reclaim();
   if (stopping_) {
     ::close(fd);
@@ -159,16 +159,27 @@ void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, u
   Conn* c = new_conn(fd, false);
   c->inbound_counted = true;
   t_->counters.connections_opened.fetch_sub(1, std::memory_order_relaxed);  // counted at accept
-  c->peer = p;
+  c->peer_instance = instance;
   c->channel = channel;
   c->stripe = stripe;
   c->rx.configure(/*read_ahead=*/channel == wire::ChannelKind::kControl, kDataPrefixBytes);
   c->name = channel == wire::ChannelKind::kControl
                 ? absl::StrFormat("control connection from %s", key)
                 : absl::StrFormat("data connection %d from %s", stripe, key);
-  // The newest connection for a (key, channel, stripe) wins: an older one is what a
-  // peer that reconnected left behind.
+  // The newest connection for a (key, channel, stripe) wins over an older one that the
+  // same engine run left behind (it reconnected), or, with authentication, over any
+  // other of the same proven engine. Without authentication a hello proves nothing: it
+  // never displaces a live connection of another engine run (a hello naming a victim's
+  // key would otherwise cut the victim off and fail its transfers).
   Conn* old = channel == wire::ChannelKind::kControl ? p->in_ctrl : p->in_data[stripe];
+  if (old != nullptr && old->state != ConnState::kClosing && !t_->keyring &&
+      old->peer_instance != instance) {
+    t_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+    refuse_hello(c, absl::StatusCode::kAlreadyExists,
+                 absl::StrFormat("engine %s is already connected here from another run", key));
+    return;
+  }
+  c->peer = p;
   if (old != nullptr) {
     close_conn(old, absl::UnavailableError("replaced by a newer connection from the same engine"));
   }

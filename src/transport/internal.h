@@ -137,7 +137,8 @@ struct Conn {
   bool accepted_handshake = false;  // an accepted socket before its hand-over (worker 0)
   wire::ChannelKind channel = wire::ChannelKind::kControl;
   uint8_t stripe = 0;
-  Peer* peer = nullptr;  // null until an accepted connection says hello
+  uint64_t peer_instance = 0;  // inbound: the instance id its hello named
+  Peer* peer = nullptr;        // null until an accepted connection says hello
   ConnState state = ConnState::kConnecting;
   int inflight = 0;  // SQEs of this connection in the kernel
   int64_t since_ns = 0;

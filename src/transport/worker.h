@@ -123,7 +123,7 @@ class Worker final : public ring::CompletionHandler {
   void remove_peer(const std::string& key);
   void start_op(const std::string& key, std::shared_ptr<OutOp> op);
   void adopt_inbound(int fd, std::string key, wire::ChannelKind channel, uint8_t stripe,
-                     uint64_t capabilities);
+                     uint64_t capabilities, uint64_t instance);
   void shutdown();
   void stop_loop() { loop_->stop(); }
   // After shutdown(): no connection left, no zero-copy notification and no operation of
@@ -227,7 +227,7 @@ class Worker final : public ring::CompletionHandler {
   void auth_failed(Conn* c, const std::string& why);
   // Target: hands an accepted socket whose hello was accepted to its peer's ring.
   void hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint8_t stripe,
-                 uint64_t capabilities);
+                 uint64_t capabilities, uint64_t instance);
   // Target: hands over a proven connection once nothing of it is in flight here.
   void maybe_hand_over(Conn* c);
   void handle_data(Conn* c, const wire::DataHeader& d);

@@ -439,5 +439,36 @@ TEST_F(RawAuthTest, AnUnknownKeyIdIsRefused) {
   EXPECT_GE(target_->stats().auth_failures, 1u);
 }
 
+// Issue 11: without authentication a hello naming a connected engine's key (another
+// engine run: another instance id) once replaced the victim's connections ("newest
+// wins") and failed its transfers in flight. Now it is refused and the victim is
+// untouched.
+TEST(Identity, AHelloCannotDisplaceALiveEngineOfAnotherRun) {
+  Pair p(with_key(nullptr), with_key(nullptr));
+  ASSERT_TRUE(p.error.ok()) << p.error;
+  ASSERT_TRUE(round_trip(p).ok());  // alice's connections to bob are up
+  const uint64_t refused = p.b->stats().connections_refused;
+  RawAuth mallory;
+  mallory.key = "alice";
+  mallory.instance = 42;
+  testing::RawClient c(p.b->desc().port);
+  ASSERT_TRUE(c.send_all(mallory.hello(/*with_auth=*/false)));
+  std::vector<std::byte> ack(wire::hello_ack_frame_bytes(3, 512));
+  ASSERT_TRUE(c.recv_exact(ack.data(), wire::kHeaderBytes, 5000));
+  wire::Result<wire::FrameHeader> h = wire::decode_header(ack);
+  ASSERT_TRUE(h.ok());
+  ASSERT_TRUE(c.recv_exact(ack.data() + wire::kHeaderBytes, h->body_bytes, 5000));
+  wire::Result<wire::HelloAck> a =
+      wire::decode_hello_ack_body(*h, wire::ByteSpan(ack).subspan(wire::kHeaderBytes));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, static_cast<uint16_t>(absl::StatusCode::kAlreadyExists));
+  EXPECT_TRUE(c.wait_closed(5000));
+  EXPECT_EQ(p.b->stats().connections_refused, refused + 1);
+  // alice's connections were not touched: a transfer goes through on them at once.
+  const uint64_t opened = p.a->stats().connections_opened;
+  EXPECT_TRUE(round_trip(p).ok());
+  EXPECT_EQ(p.a->stats().connections_opened, opened) << "alice had to reconnect";
+}
+
 }  // namespace
 }  // namespace ringxfer

@@ -95,6 +95,13 @@ struct EngineConfig {
   // An accepted connection that has not finished its handshake within this is closed.
   // 1 ms..1 hour.
   std::chrono::milliseconds handshake_timeout{5000};
+  // Inbound statuses (Engine::pop_inbound_status) kept unread, all peers together;
+  // beyond it the oldest is dropped. 1..2^24.
+  int max_inbound_statuses = 1 << 16;
+  // Transfers split over ring threads whose parts have not all finished yet, all peers
+  // together; beyond it (or after `timeout` without the rest) the oldest is recorded
+  // as failed. 1..2^20.
+  int max_split_transfers = 4096;
 
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;

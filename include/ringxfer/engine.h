@@ -126,10 +126,11 @@ class Engine {
 
   // Target side: the outcome of the transfer `transfer_id` that engine `remote_key`
   // made to or from this engine's memory, returned once (then forgotten); nullptr when
-  // it has not finished (or was already popped). Up to kInboundStatusesMax per peer are
-  // kept; the oldest are dropped beyond that.
+  // it has not finished (or was already popped). Up to
+  // EngineConfig::max_inbound_statuses (all peers together) are kept; the oldest are
+  // dropped beyond that.
   StatusHandle pop_inbound_status(std::string_view remote_key, uint64_t transfer_id);
-  static constexpr size_t kInboundStatusesMax = 1 << 16;
+  static constexpr size_t kInboundStatusesMax = 1 << 16;  // max_inbound_statuses' default
   // Engine keys: 1..kEngineKeyBytesMax bytes, without the byte 0x1f (reserved for lane
   // groups on the wire).
   static constexpr size_t kEngineKeyBytesMax = 250;

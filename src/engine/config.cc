@@ -59,6 +59,8 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(range<int>("max_handshaking_connections", max_handshaking_connections, 1,
                             max_inbound_connections));
   RX_CHECK_FIELD(range<int64_t>("handshake_timeout (ms)", handshake_timeout.count(), 1, 3'600'000));
+  RX_CHECK_FIELD(range<int>("max_inbound_statuses", max_inbound_statuses, 1, 1 << 24));
+  RX_CHECK_FIELD(range<int>("max_split_transfers", max_split_transfers, 1, 1 << 20));
   RX_CHECK_FIELD(buffer("send_buffer_bytes", socket.send_buffer_bytes));
   RX_CHECK_FIELD(buffer("recv_buffer_bytes", socket.recv_buffer_bytes));
   RX_CHECK_FIELD(range<int>("socket.keepalive_idle_s", socket.keepalive_idle_s, 1, 86400));

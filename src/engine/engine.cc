@@ -57,6 +57,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   }
   auto impl = std::make_unique<detail::EngineImpl>();
   impl->config = config;
+  impl->inbound =
+      std::make_unique<detail::InboundStore>(static_cast<size_t>(config.max_inbound_statuses),
+                                             static_cast<size_t>(config.max_split_transfers),
+                                             std::chrono::nanoseconds(config.timeout).count());
   detail::EngineImpl* raw = impl.get();
   absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::Transport::create(
       detail::transport_config(key, config), &impl->registry,
@@ -228,15 +232,7 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::create_session(const MemoryDesc
 
 StatusHandle Engine::pop_inbound_status(std::string_view remote_key, uint64_t transfer_id) {
   std::lock_guard lock(impl_->inbound_mu);
-  auto it = impl_->inbound.find(std::string(remote_key));
-  if (it == impl_->inbound.end()) {
-    return nullptr;
-  }
-  auto node = it->second.by_id.extract(transfer_id);
-  if (node.empty()) {
-    return nullptr;
-  }
-  return std::move(node.mapped());
+  return impl_->inbound->pop(std::string(remote_key), transfer_id);
 }
 
 EngineStats Engine::stats() const {

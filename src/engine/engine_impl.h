@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "engine/inbound_store.h"
 #include "memory/registry.h"
 #include "ringxfer/engine.h"
 #include "transport/transport.h"
@@ -51,19 +54,8 @@ class EngineImpl {
     return absl::OkStatus();
   }
 
-  struct InboundStore {
-    absl::flat_hash_map<uint64_t, StatusHandle> by_id;
-    std::deque<uint64_t> order;  // oldest first, for eviction
-  };
   std::mutex inbound_mu;
-  absl::flat_hash_map<std::string, InboundStore> inbound;  // guarded by inbound_mu
-  // Transfers split into parts: parts seen so far and the first failure, by (engine, id);
-  // guarded by inbound_mu.
-  struct PartialInbound {
-    uint16_t seen = 0;
-    absl::Status status;
-  };
-  absl::flat_hash_map<std::pair<std::string, uint64_t>, PartialInbound> partial;
+  std::unique_ptr<InboundStore> inbound;  // guarded by inbound_mu; bounded in total
 
   int groups() const { return config.rings; }
 
@@ -73,33 +65,11 @@ class EngineImpl {
   void record_inbound(const std::string& transport_key, uint64_t id, absl::Status st,
                       uint16_t parts) {
     const std::string peer(transport::split_lane_key(transport_key).base);
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
     std::lock_guard lock(inbound_mu);
-    if (parts > 1) {
-      // One inbound status for the whole transfer, once every part has finished.
-      PartialInbound& pi = partial[std::make_pair(peer, id)];
-      if (pi.status.ok() && !st.ok()) {
-        pi.status = st;
-      }
-      if (++pi.seen < parts) {
-        return;
-      }
-      st = pi.status;
-      partial.erase(std::make_pair(peer, id));
-    }
-    auto h = std::make_shared<TransferStatus>(id);
-    h->set_in_progress();
-    h->finish(std::move(st));
-    InboundStore& s = inbound[peer];
-    if (s.by_id.insert_or_assign(id, std::move(h)).second) {
-      s.order.push_back(id);
-    }
-    while (s.by_id.size() > Engine::kInboundStatusesMax && !s.order.empty()) {
-      s.by_id.erase(s.order.front());
-      s.order.pop_front();
-    }
-    if (s.order.size() > 2 * Engine::kInboundStatusesMax) {
-      std::erase_if(s.order, [&](uint64_t i) { return !s.by_id.contains(i); });
-    }
+    inbound->record(peer, id, std::move(st), parts, now);
   }
 
   // Cuts `pieces` (total bytes in all) into at most `n` parts of nearly equal size.

@@ -13,7 +13,7 @@ using namespace ringxfer::wire;
 std::vector<Segment> make_segments(int n) {
   std::vector<Segment> s(n);
   for (int i = 0; i < n; ++i) {
-    s[i] = Segment{static_cast<uint64_t>(i % 4), uint64_t{4096} * i, 4096};
+    s[i] = Segment{static_cast<uint64_t>(i % 4), 0x9e3779b97f4a7c15, uint64_t{4096} * i, 4096};
   }
   return s;
 }

@@ -83,8 +83,8 @@ class EngineImpl {
       uint64_t off = 0;
       while (off < pc.length) {
         const uint64_t len = std::min(pc.length - off, room);
-        out[part].push_back(
-            transport::Piece{pc.local + off, pc.remote_id, pc.remote_offset + off, len});
+        out[part].push_back(transport::Piece{pc.local + off, pc.remote_id, pc.remote_key,
+                                             pc.remote_offset + off, len});
         off += len;
         room -= len;
         if (room == 0 && part + 1 < out.size()) {
@@ -184,7 +184,7 @@ class EngineImpl {
       total += n;
       pieces.push_back(
           transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
-                           remote.id, remote_offsets[i], n});
+                           remote.id, /*remote_key=*/0, remote_offsets[i], n});
     }
     auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
     status->set_in_progress();

@@ -56,7 +56,7 @@ void Initiator::launch(Peer* p, std::shared_ptr<OutOp> op) {
   std::vector<wire::Segment> segs;
   segs.reserve(op->pieces.size());
   for (const Piece& pc : op->pieces) {
-    segs.push_back(wire::Segment{pc.remote_id, pc.remote_offset, pc.length});
+    segs.push_back(wire::Segment{pc.remote_id, pc.remote_key, pc.remote_offset, pc.length});
   }
   w_.enqueue(
       p->out_ctrl,

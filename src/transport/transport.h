@@ -47,10 +47,11 @@ inline constexpr size_t kInboundOpsMaxPerPeer = 8192;
 inline constexpr size_t kOutboundOpsMaxPerPeer = 8192;
 
 // One contiguous piece of a transfer: `length` bytes at `local` and at
-// (remote_id, remote_offset) in the peer's memory.
+// (remote_id, remote_offset) in the peer's memory, whose key is `remote_key`.
 struct Piece {
   std::byte* local = nullptr;
   uint64_t remote_id = 0;
+  uint64_t remote_key = 0;
   uint64_t remote_offset = 0;
   uint64_t length = 0;
 };

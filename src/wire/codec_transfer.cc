@@ -79,8 +79,9 @@ Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const S
   p += kRequestFixedBytes;
   for (const Segment& s : segments) {
     store_le<uint64_t>(p, s.memory_id);
-    store_le<uint64_t>(p + 8, s.offset);
-    store_le<uint64_t>(p + 16, s.length);
+    store_le<uint64_t>(p + 8, s.key);
+    store_le<uint64_t>(p + 16, s.offset);
+    store_le<uint64_t>(p + 24, s.length);
     p += kSegmentBytes;
   }
   return kHeaderBytes + body;

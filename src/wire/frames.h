@@ -1,4 +1,4 @@
-// The frames of ringxfer's wire protocol, version 2, and the typed errors of its
+// The frames of ringxfer's wire protocol, version 3, and the typed errors of its
 // decoder. Pure data: no sockets, no allocation. Decoded frames hold views into the
 // caller's input bytes and are valid only as long as those bytes are.
 //
@@ -34,7 +34,9 @@
 //   HelloAck:   0 u8 version  1 u8 rsv  2 u16 status  4 u16 key_len  6 u16 message_len
 //               8 u64 capabilities  16 u64 instance_id  24 key[key_len]  message[message_len]
 //   Request:    0 u64 transfer_id  8 u32 segment_count  12 u16 parts  14 u16 rsv
-//               16 segment_count x { u64 memory_id, u64 offset, u64 length }
+//               16 segment_count x { u64 memory_id, u64 key, u64 offset, u64 length }
+//               (key: the region's key from its MemoryDesc; the target serves a
+//               segment only when id and key both match a region it registered)
 //   Completion: 0 u64 transfer_id  8 u16 status  10 u8 op  11 u8 rsv  12 u16 message_len
 //               14 u16 rsv  16 message[message_len]
 //   Data:       0 u64 transfer_id  8 u32 segment  12 u32 rsv  16 u64 offset
@@ -183,9 +185,11 @@ struct HelloAck {
   std::string_view message;  // why, when status != 0
 };
 
-// One (memory id, offset, length) range of a registered region.
+// One (memory id, key, offset, length) range of a registered region: the peer names
+// the region by its id and its key (MemoryDesc::rkey).
 struct Segment {
   uint64_t memory_id = 0;
+  uint64_t key = 0;
   uint64_t offset = 0;
   uint64_t length = 0;
   friend bool operator==(const Segment&, const Segment&) = default;
@@ -251,7 +255,7 @@ inline Segment PackedTable<Segment>::operator[](uint32_t i) const noexcept {
   RX_CHECK(i < count_);
   const std::byte* p = bytes_.data() + size_t{i} * kSegmentBytes;
   return Segment{detail::load_le<uint64_t>(p), detail::load_le<uint64_t>(p + 8),
-                 detail::load_le<uint64_t>(p + 16)};
+                 detail::load_le<uint64_t>(p + 16), detail::load_le<uint64_t>(p + 24)};
 }
 
 template <>

@@ -15,8 +15,10 @@ inline constexpr uint32_t kMagic = 0x52465852;
 // Protocol versions this build speaks; every header carries the sender's version.
 // Version 2 numbers every request in the frame header (the request sequence) and carries
 // that number in the completion and data frames that answer it; version 1 had none.
-inline constexpr uint8_t kVersionMin = 2;
-inline constexpr uint8_t kVersionMax = 2;
+// Version 3 names each segment's region by id and key (frames.h); version 2 segments had
+// no key, and a target that accepted them would serve any region whose id was guessed.
+inline constexpr uint8_t kVersionMin = 3;
+inline constexpr uint8_t kVersionMax = 3;
 inline constexpr uint8_t kVersion = kVersionMax;
 
 // Size of the fixed header that starts every frame.
@@ -53,7 +55,7 @@ inline constexpr size_t kHelloAuthBytes = 4 + kAuthNonceBytes;
 inline constexpr size_t kHelloFixedBytes = 24;
 inline constexpr size_t kHelloAckFixedBytes = 24;
 inline constexpr size_t kRequestFixedBytes = 16;
-inline constexpr size_t kSegmentBytes = 24;  // one (memory id, offset, length) entry
+inline constexpr size_t kSegmentBytes = 32;  // one (memory id, key, offset, length) entry
 inline constexpr size_t kCompletionFixedBytes = 16;
 inline constexpr size_t kDataBodyBytes = 24;
 inline constexpr size_t kBatchFixedBytes = 16;

@@ -304,7 +304,7 @@ bool recv_challenge(testing::RawClient& c, wire::AuthChallenge& out) {
 
 // A read request for the first 64 bytes of `id`: what an attacker sends.
 std::vector<std::byte> read_request(uint64_t id) {
-  const std::vector<wire::Segment> segs = {{id, 0, 64}};
+  const std::vector<wire::Segment> segs = {{id, /*key=*/0, 0, 64}};
   std::vector<std::byte> b(wire::request_frame_bytes(1));
   EXPECT_TRUE(wire::encode_request(wire::OpKind::kRead, 1, segs, b, 0, /*seq=*/1).ok());
   return b;

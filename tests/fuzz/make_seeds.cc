@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   pr.mac.fill(0x33);
   ok &= write_seed(dir, "auth_proof", buf, *encode_auth_proof(pr, buf));
 
-  const std::vector<Segment> segs = {{1, 0, 4096}, {2, 64, 8}};
+  const std::vector<Segment> segs = {{1, 0x5eed0001, 0, 4096}, {2, ~uint64_t{0}, 64, 8}};
   ok &= write_seed(dir, "write_request", buf, *encode_request(OpKind::kWrite, 7, segs, buf));
   ok &= write_seed(dir, "read_request", buf, *encode_request(OpKind::kRead, 8, segs, buf));
 

@@ -136,7 +136,9 @@ AuthChallenge sample_auth_challenge() {
 
 AuthProof sample_auth_proof() { return AuthProof{77, pattern<kAuthMacBytes>(0x90)}; }
 
-const std::vector<Segment> kSegments = {{1, 0, 4096}, {2, 100, 7}, {3, (uint64_t{1} << 39), 1}};
+// Keys of every shape: the codec carries them; only the target's registry judges them.
+const std::vector<Segment> kSegments = {
+    {1, 0x0102030405060708, 0, 4096}, {2, kU64Max, 100, 7}, {3, 0, (uint64_t{1} << 39), 1}};
 const std::vector<BatchEntry> kEntries = {{0, 8, 0}, {1, 8, 16}, {7, 3, 1}};
 
 Completion sample_completion() {
@@ -438,7 +440,7 @@ TEST(FrameCodec, EncodesDataFrameToKnownBytes) {
   const Bytes b =
       data_frame(DataHeader{0x0102030405060708, 0x1a0b, 0x0000001415161718, 300, 0x21222324});
   const std::vector<uint8_t> expected = {
-      'R',  'X',  'F',  'R',  2,    16,   0,    0,     // magic, version, type, flags
+      'R',  'X',  'F',  'R',  3,    16,   0,    0,     // magic, version, type, flags
       24,   0,    0,    0,    0x24, 0x23, 0x22, 0x21,  // body_bytes, request sequence
       0x2c, 0x01, 0,    0,    0,    0,    0,    0,     // payload_bytes = 300
       0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // transfer id
@@ -457,7 +459,7 @@ TEST(FrameCodec, EncodesAuthProofToKnownBytes) {
   p.mac = pattern<kAuthMacBytes>(0xa0);
   const Bytes b = auth_proof_frame(p);
   std::vector<uint8_t> expected = {
-      'R', 'X', 'F', 'R', 2, 7, 0, 0,  // magic, version, type, flags
+      'R', 'X', 'F', 'R', 3, 7, 0, 0,  // magic, version, type, flags
       40,  0,   0,   0,   0, 0, 0, 0,  // body_bytes, request sequence 0
       0,   0,   0,   0,   0, 0, 0, 0,  // payload_bytes 0
       4,   3,   2,   1,   0, 0, 0, 0,  // key id, reserved
@@ -469,6 +471,32 @@ TEST(FrameCodec, EncodesAuthProofToKnownBytes) {
   for (size_t i = 0; i < b.size(); ++i) {
     EXPECT_EQ(static_cast<uint8_t>(b[i]), expected[i]) << "byte " << i;
   }
+}
+
+// The exact bytes of a read request: pins the segment layout (id, key, offset, length).
+TEST(FrameCodec, EncodesRequestToKnownBytes) {
+  const std::vector<Segment> segs = {
+      {0x0102030405060708, 0x1112131415161718, 0x0000002122232425, 0x0000003132333435}};
+  Bytes b(request_frame_bytes(1));
+  ASSERT_TRUE(encode_request(OpKind::kRead, 0x4142434445464748, segs, b, 2, 0x51525354).ok());
+  const std::vector<uint8_t> expected = {
+      'R',  'X',  'F',  'R',  3,    4,    0,    0,     // magic, version, type, flags
+      48,   0,    0,    0,    0x54, 0x53, 0x52, 0x51,  // body_bytes, request sequence
+      0,    0,    0,    0,    0,    0,    0,    0,     // payload_bytes 0
+      0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41,  // transfer id
+      1,    0,    0,    0,    2,    0,    0,    0,     // segment count, parts, reserved
+      0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // memory id
+      0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,  // key
+      0x25, 0x24, 0x23, 0x22, 0x21, 0,    0,    0,     // offset
+      0x35, 0x34, 0x33, 0x32, 0x31, 0,    0,    0,     // length
+  };
+  ASSERT_EQ(b.size(), expected.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(static_cast<uint8_t>(b[i]), expected[i]) << "byte " << i;
+  }
+  Result<Request> d = decode_request(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(d->segments[0], segs[0]);
 }
 
 // ---- Truncation ----
@@ -516,7 +544,9 @@ const BadField kBadFields[] = {
     {"magic zero", Kind::kData, 0, 4, 0, DecodeError::kBadMagic},
     {"version 0", Kind::kHello, 4, 1, 0, DecodeError::kBadVersion},
     {"version 1", Kind::kData, 4, 1, 1, DecodeError::kBadVersion},
-    {"version 3", Kind::kData, 4, 1, 3, DecodeError::kBadVersion},
+    {"version 2 (no region keys)", Kind::kData, 4, 1, 2, DecodeError::kBadVersion},
+    {"version 2 request", Kind::kRequest, 4, 1, 2, DecodeError::kBadVersion},
+    {"version 4", Kind::kData, 4, 1, 4, DecodeError::kBadVersion},
     {"version 255", Kind::kCompletion, 4, 1, 255, DecodeError::kBadVersion},
     {"type 0", Kind::kHello, 5, 1, 0, DecodeError::kUnknownType},
     {"type 8", Kind::kRequest, 5, 1, 8, DecodeError::kUnknownType},
@@ -579,7 +609,8 @@ const BadField kBadFields[] = {
     {"hello auth length", Kind::kHello, B + 6, 2, 0, DecodeError::kLengthMismatch},
     // HelloAck body.
     {"ack version 0", Kind::kHelloAck, B + 0, 1, 0, DecodeError::kBadVersion},
-    {"ack version 3", Kind::kHelloAck, B + 0, 1, 3, DecodeError::kBadVersion},
+    {"ack version 2", Kind::kHelloAck, B + 0, 1, 2, DecodeError::kBadVersion},
+    {"ack version 4", Kind::kHelloAck, B + 0, 1, 4, DecodeError::kBadVersion},
     {"ack reserved", Kind::kHelloAck, B + 1, 1, 1, DecodeError::kBadField},
     {"ack status", Kind::kHelloAck, B + 2, 2, kStatusCodeMax + 1, DecodeError::kBadField},
     {"ack empty key", Kind::kHelloAck, B + 4, 2, 0, DecodeError::kBadField},
@@ -602,15 +633,18 @@ const BadField kBadFields[] = {
     {"request too many segments", Kind::kRequest, B + 8, 4, kSegmentsMax + 1,
      DecodeError::kTooManySegments},
     {"request segment count", Kind::kRequest, B + 8, 4, 4, DecodeError::kLengthMismatch},
-    {"request zero-length segment", Kind::kRequest, B + 16 + 16, 8, 0, DecodeError::kBadField},
-    {"request offset overflow", Kind::kRequest, B + 16 + 8, 8, kU64Max - 100,
+    // Segments: +0 memory id, +8 key, +16 offset, +24 length.
+    {"request zero-length segment", Kind::kRequest, B + 16 + 24, 8, 0, DecodeError::kBadField},
+    {"request offset overflow", Kind::kRequest, B + 16 + 16, 8, kU64Max - 100,
      DecodeError::kOffsetOverflow},
-    {"request segment over limit", Kind::kRequest, B + 16 + 16, 8, kSegmentBytesMax + 1,
+    {"request segment over limit", Kind::kRequest, B + 16 + 24, 8, kSegmentBytesMax + 1,
      DecodeError::kLengthOverLimit},
-    {"request range over limit", Kind::kRequest, B + 16 + 8, 8, kSegmentBytesMax,
+    {"request range over limit", Kind::kRequest, B + 16 + 16, 8, kSegmentBytesMax,
      DecodeError::kLengthOverLimit},
-    {"request last segment overflow", Kind::kRequest, B + 16 + 48 + 8, 8, kU64Max,
+    {"request last segment overflow", Kind::kRequest, B + 16 + 64 + 16, 8, kU64Max,
      DecodeError::kOffsetOverflow},
+    {"request last segment zero length", Kind::kRequest, B + 16 + 64 + 24, 8, 0,
+     DecodeError::kBadField},
     // Completion body.
     {"completion status", Kind::kCompletion, B + 8, 2, kStatusCodeMax + 1, DecodeError::kBadField},
     {"completion op 0", Kind::kCompletion, B + 10, 1, 0, DecodeError::kBadField},
@@ -654,9 +688,9 @@ TEST(FrameCodec, RejectsEveryBadField) {
 
 TEST(FrameCodec, RejectsRequestWhoseSegmentsSumOverLimit) {
   // Each segment is within its own limit; together they exceed kTransferBytesMax.
-  Bytes b = request_frame(OpKind::kRead, 1, {{1, 0, 1}, {2, 0, 1}});
-  patch_le(b, B + 16 + 16, 8, kSegmentBytesMax);
-  patch_le(b, B + 16 + 24 + 16, 8, kSegmentBytesMax);
+  Bytes b = request_frame(OpKind::kRead, 1, {{1, 11, 0, 1}, {2, 22, 0, 1}});
+  patch_le(b, B + 16 + 24, 8, kSegmentBytesMax);
+  patch_le(b, B + 16 + kSegmentBytes + 24, 8, kSegmentBytesMax);
   EXPECT_EQ(decode_request(b).error(), DecodeError::kLengthOverLimit);
 }
 
@@ -739,9 +773,9 @@ TEST(FrameCodec, AcceptsHelloAckAndCompletionAtLimits) {
 TEST(FrameCodec, AcceptsRequestAtLimits) {
   std::vector<Segment> segs(kSegmentsMax);
   for (uint32_t i = 0; i < kSegmentsMax; ++i) {
-    segs[i] = Segment{i, kSegmentBytesMax / 2, kTransferBytesMax / kSegmentsMax / 2};
+    segs[i] = Segment{i, ~uint64_t{i}, kSegmentBytesMax / 2, kTransferBytesMax / kSegmentsMax / 2};
   }
-  segs[0] = Segment{kU64Max, 0, kTransferBytesMax / 2};  // one segment of 2^39 bytes
+  segs[0] = Segment{kU64Max, kU64Max, 0, kTransferBytesMax / 2};  // one segment of 2^39 bytes
   const Bytes b = request_frame(OpKind::kRead, kU64Max, segs);
   EXPECT_EQ(b.size(), kHeaderBytes + kRequestBodyBytesMax);
   Result<Request> d = decode_request(b);
@@ -751,7 +785,7 @@ TEST(FrameCodec, AcceptsRequestAtLimits) {
   EXPECT_LE(d->total_bytes, kTransferBytesMax);
 
   // A single segment reaching exactly the end of the addressable range.
-  const Bytes bo = request_frame(OpKind::kWrite, 0, {{7, 1, kSegmentBytesMax - 1}});
+  const Bytes bo = request_frame(OpKind::kWrite, 0, {{7, 8, 1, kSegmentBytesMax - 1}});
   Result<Request> one = decode_request(bo);
   ASSERT_TRUE(one.ok()) << to_string(one.error());
 }
@@ -804,12 +838,12 @@ TEST(FrameCodec, EncodersRejectWhatDecodersReject) {
   EXPECT_EQ(encode_hello_ack(a, out).error(), DecodeError::kBadField);
 
   EXPECT_EQ(encode_request(OpKind::kWrite, 1, {}, out).error(), DecodeError::kBadField);
-  std::vector<Segment> too_many(kSegmentsMax + 1, Segment{1, 0, 1});
+  std::vector<Segment> too_many(kSegmentsMax + 1, Segment{1, 2, 0, 1});
   EXPECT_EQ(encode_request(OpKind::kWrite, 1, too_many, out).error(),
             DecodeError::kTooManySegments);
-  const std::vector<Segment> overflow = {{1, kU64Max, 2}};
+  const std::vector<Segment> overflow = {{1, 2, kU64Max, 2}};
   EXPECT_EQ(encode_request(OpKind::kRead, 1, overflow, out).error(), DecodeError::kOffsetOverflow);
-  const std::vector<Segment> zero = {{1, 0, 0}};
+  const std::vector<Segment> zero = {{1, 2, 0, 0}};
   EXPECT_EQ(encode_request(OpKind::kRead, 1, zero, out).error(), DecodeError::kBadField);
 
   EXPECT_EQ(encode_auth_challenge(AuthChallenge{}, out).error(), DecodeError::kBadField);
@@ -876,10 +910,10 @@ namespace ringxfer::wire {
 namespace {
 
 using testing::Bytes;
-// Version 2: every frame that answers a request carries its sequence in the header.
+// Since version 2: every frame that answers a request carries its sequence in the header.
 TEST(FrameCodec, CarriesTheRequestSequenceInEveryFrameOfATransfer) {
   Bytes out(4096);
-  const std::vector<Segment> segs = {{1, 0, 10}};
+  const std::vector<Segment> segs = {{1, 2, 0, 10}};
   ASSERT_TRUE(encode_request(OpKind::kRead, 5, segs, out, 0, 0xfeedbeef).ok());
   EXPECT_EQ(decode_request(out)->seq, 0xfeedbeefu);
   Completion c;

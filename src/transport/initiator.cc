@@ -137,8 +137,9 @@ void Initiator::on_completion(Conn* c, const wire::Completion& cmp) {
   }
   op->remote_done = true;
   if (!op->failed() && cmp.status != 0) {
-    op->status =
-        status_from_wire(cmp.status, absl::StrFormat("%s (reported by %s)", cmp.message, p->key));
+    // The engine's key, not the lane group's: the caller knows no lane groups.
+    op->status = status_from_wire(cmp.status, absl::StrFormat("%s (reported by %s)", cmp.message,
+                                                              split_lane_key(p->key).base));
   }
   settle(op);
 }

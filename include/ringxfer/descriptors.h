@@ -1,6 +1,9 @@
 // EngineDesc and MemoryDesc: what one engine tells another (out of band) so that it can
 // connect and address memory. pack() gives versioned bytes; unpack() restores an
-// equal value or rejects garbage with kInvalidArgument. Public API: std and absl only.
+// equal value or rejects garbage with kInvalidArgument. A MemoryDesc carries its
+// region's key (rkey): whoever holds the descriptor may use the region as far as its
+// access rights allow, so ship it only to the engines meant to use it.
+// Public API: std and absl only.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +37,9 @@ struct MemoryDesc {
   uint64_t size = 0;       // bytes
   MemoryLocation location = MemoryLocation::kCpu;
   uint64_t address = 0;  // the owner's virtual address (informational)
+  // The region's key: random, never 0, new at every registration. Every request names
+  // it with the id; the owner refuses a wrong key exactly as an unknown id.
+  uint64_t rkey = 0;
 
   std::string pack() const;
   static absl::StatusOr<MemoryDesc> unpack(std::string_view bytes);

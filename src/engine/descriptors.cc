@@ -1,5 +1,6 @@
 // Packed descriptors: "RXED" or "RXMD", a format version byte, then fields in a fixed
 // order, little-endian, strings as u16 length + bytes. unpack() checks every length.
+// Formats: EngineDesc 1; MemoryDesc 2 (format 1 had no region key).
 #include <cstring>
 #include <string>
 
@@ -11,14 +12,15 @@
 namespace ringxfer {
 namespace {
 
-constexpr uint8_t kDescFormat = 1;
+constexpr uint8_t kEngineDescFormat = 1;
+constexpr uint8_t kMemoryDescFormat = 2;
 constexpr size_t kStringBytesMax = 4096;
 
 class Writer {
  public:
-  explicit Writer(const char magic[4]) {
+  Writer(const char magic[4], uint8_t format) {
     out_.append(magic, 4);
-    put<uint8_t>(kDescFormat);
+    put<uint8_t>(format);
   }
   template <typename T>
   void put(T v) {
@@ -38,14 +40,25 @@ class Writer {
 
 class Reader {
  public:
-  Reader(std::string_view in, const char magic[4], const char* what) : in_(in), what_(what) {
+  // `older`: what to say about a format older than `format` (what it lacked, what to do).
+  Reader(std::string_view in, const char magic[4], uint8_t format, const char* what,
+         const char* older = "")
+      : in_(in), what_(what) {
     if (in_.size() < 5 || std::memcmp(in_.data(), magic, 4) != 0) {
       error_ = absl::StrFormat("%s.unpack: not a packed %s (bad magic)", what_, what_);
       return;
     }
-    if (static_cast<uint8_t>(in_[4]) != kDescFormat) {
-      error_ = absl::StrFormat("%s.unpack: format version %d is not supported (this build: %d)",
-                               what_, static_cast<uint8_t>(in_[4]), kDescFormat);
+    const uint8_t got = static_cast<uint8_t>(in_[4]);
+    if (got < format) {
+      error_ =
+          absl::StrFormat("%s.unpack: packed by an older ringxfer (format %d, this build %d)%s",
+                          what_, got, format, older);
+      return;
+    }
+    if (got > format) {
+      error_ = absl::StrFormat(
+          "%s.unpack: packed by a newer ringxfer (format %d, this build %d): upgrade this engine",
+          what_, got, format);
       return;
     }
     pos_ = 5;
@@ -93,7 +106,7 @@ class Reader {
 }  // namespace
 
 std::string EngineDesc::pack() const {
-  Writer w("RXED");
+  Writer w("RXED", kEngineDescFormat);
   w.str(key);
   w.str(node_id);
   w.str(hostname);
@@ -105,7 +118,7 @@ std::string EngineDesc::pack() const {
 }
 
 absl::StatusOr<EngineDesc> EngineDesc::unpack(std::string_view bytes) {
-  Reader r(bytes, "RXED", "EngineDesc");
+  Reader r(bytes, "RXED", kEngineDescFormat, "EngineDesc");
   EngineDesc d;
   d.key = r.str();
   d.node_id = r.str();
@@ -126,18 +139,21 @@ absl::StatusOr<EngineDesc> EngineDesc::unpack(std::string_view bytes) {
 }
 
 std::string MemoryDesc::pack() const {
-  Writer w("RXMD");
+  Writer w("RXMD", kMemoryDescFormat);
   w.str(engine_key);
   w.put<uint64_t>(id);
   w.put<uint32_t>(static_cast<uint32_t>(device_id));
   w.put<uint64_t>(size);
   w.put<uint8_t>(static_cast<uint8_t>(location));
   w.put<uint64_t>(address);
+  w.put<uint64_t>(rkey);
   return w.take();
 }
 
 absl::StatusOr<MemoryDesc> MemoryDesc::unpack(std::string_view bytes) {
-  Reader r(bytes, "RXMD", "MemoryDesc");
+  Reader r(bytes, "RXMD", kMemoryDescFormat, "MemoryDesc",
+           ": it has no region key, which this version needs to address remote memory; "
+           "re-register the memory with an up-to-date engine and re-exchange its descriptor");
   MemoryDesc d;
   d.engine_key = r.str();
   d.id = r.get<uint64_t>();
@@ -145,6 +161,7 @@ absl::StatusOr<MemoryDesc> MemoryDesc::unpack(std::string_view bytes) {
   d.size = r.get<uint64_t>();
   const uint8_t loc = r.get<uint8_t>();
   d.address = r.get<uint64_t>();
+  d.rkey = r.get<uint64_t>();
   absl::Status st = r.finish();
   if (!st.ok()) {
     return st;
@@ -154,8 +171,9 @@ absl::StatusOr<MemoryDesc> MemoryDesc::unpack(std::string_view bytes) {
         absl::StrFormat("MemoryDesc.unpack: location %d is neither CPU (0) nor GPU (1)", loc));
   }
   d.location = static_cast<MemoryLocation>(loc);
-  if (d.engine_key.empty() || d.id == 0 || d.size == 0) {
-    return absl::InvalidArgumentError("MemoryDesc.unpack: empty engine key, memory id 0 or size 0");
+  if (d.engine_key.empty() || d.id == 0 || d.size == 0 || d.rkey == 0) {
+    return absl::InvalidArgumentError(
+        "MemoryDesc.unpack: empty engine key, memory id 0, size 0 or region key 0");
   }
   return d;
 }

@@ -149,6 +149,7 @@ absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
   d.size = size;
   d.location = location;
   d.address = reinterpret_cast<uint64_t>(ptr);
+  d.rkey = r->key;
   if (impl_->config.zerocopy_threshold_bytes > 0) {
     // Zero-copy sends from registered buffers pin no pages per send.
     impl_->transport->add_fixed_buffer(static_cast<std::byte*>(ptr), size);

@@ -119,7 +119,8 @@ class EngineImpl {
           absl::StrFormat("local memory %d is not registered (or was deregistered) in engine %s",
                           local.id, desc.key));
     }
-    if (r->size != local.size || reinterpret_cast<uint64_t>(r->base) != local.address) {
+    if (r->size != local.size || reinterpret_cast<uint64_t>(r->base) != local.address ||
+        r->key != local.rkey) {
       return absl::InvalidArgumentError(
           absl::StrFormat("local memory descriptor %d does not match its registration", local.id));
     }
@@ -184,7 +185,7 @@ class EngineImpl {
       total += n;
       pieces.push_back(
           transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
-                           remote.id, /*remote_key=*/0, remote_offsets[i], n});
+                           remote.id, remote.rkey, remote_offsets[i], n});
     }
     auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
     status->set_in_progress();

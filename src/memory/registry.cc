@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "absl/strings/str_format.h"
+#include "base/random.h"
 
 namespace ringxfer::memory {
 
@@ -18,9 +19,15 @@ absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location locatio
     return absl::InvalidArgumentError(
         absl::StrFormat("register_memory: ptr %p + size %d wraps the address space", base, size));
   }
+  Region r;
+  r.key = base::random_u64();  // outside the lock: it may block in early boot
+  r.base = static_cast<std::byte*>(base);
+  r.size = size;
+  r.location = location;
+  r.device = device;
+  r.use = std::make_shared<RegionUse>();
   std::unique_lock lock(mu_);
-  Region r{next_id_++, static_cast<std::byte*>(base), size, location,
-           device,     std::make_shared<RegionUse>()};
+  r.id = next_id_++;
   regions_.emplace(r.id, r);
   return r;
 }
@@ -82,36 +89,41 @@ std::optional<Region> Registry::find(uint64_t id) const {
   return it->second;
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint64_t length) const {
+absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
+                                             uint64_t length) const {
   std::optional<Region> last;
-  return resolve(id, offset, length, last);
+  return resolve(id, key, offset, length, last);
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint64_t length,
-                                             std::optional<Region>& last) const {
-  std::vector<Pin>* none = nullptr;
-  return resolve_impl(id, offset, length, last, none);
+absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
+                                             uint64_t length, std::optional<Region>& last) const {
+  return resolve_impl(id, key, offset, length, last, nullptr);
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t offset, uint64_t length,
-                                             std::optional<Region>& last,
+absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
+                                             uint64_t length, std::optional<Region>& last,
                                              std::vector<Pin>& pins) const {
-  std::vector<Pin>* p = &pins;
-  return resolve_impl(id, offset, length, last, p);
+  return resolve_impl(id, key, offset, length, last, &pins);
 }
 
-absl::StatusOr<std::byte*> Registry::resolve_impl(uint64_t id, uint64_t offset, uint64_t length,
-                                                  std::optional<Region>& last,
+// The messages here go to the peer that asked: they say what the peer sent and what
+// was refused, never the size of a region, nor whether an id exists under another key.
+absl::StatusOr<std::byte*> Registry::resolve_impl(uint64_t id, uint64_t key, uint64_t offset,
+                                                  uint64_t length, std::optional<Region>& last,
                                                   std::vector<Pin>* pins) const {
   if (length == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("memory id %d: length is 0", id));
+    return absl::InvalidArgumentError("a segment's length is 0");
   }
-  if (!last.has_value() || last->id != id) {
+  if (last.has_value() && last->id == id) {
+    if (last->key != key) {
+      return absl::NotFoundError(kNoSuchRegion);
+    }
+  } else {
     std::shared_lock lock(mu_);
     auto it = regions_.find(id);
-    if (it == regions_.end()) {
+    if (it == regions_.end() || it->second.key != key) {
       last.reset();
-      return absl::NotFoundError(absl::StrFormat("memory id %d is not registered", id));
+      return absl::NotFoundError(kNoSuchRegion);
     }
     last = it->second;
     if (pins != nullptr) {
@@ -119,9 +131,8 @@ absl::StatusOr<std::byte*> Registry::resolve_impl(uint64_t id, uint64_t offset, 
     }
   }
   if (!range_inside(offset, length, last->size)) {
-    return absl::OutOfRangeError(
-        absl::StrFormat("memory id %d: offset %d + length %d is beyond its size %d", id, offset,
-                        length, last->size));
+    return absl::OutOfRangeError(absl::StrFormat(
+        "offset %d + length %d is out of range of the memory named", offset, length));
   }
   return last->base + offset;
 }

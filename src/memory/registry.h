@@ -1,8 +1,10 @@
 // memory::Registry: the regions of local memory an engine has registered, by id, with
-// their bounds. Every remote access is resolved here: an id that is not registered,
-// or a range that leaves its region, is refused. Thread-safe: registration takes a
-// writer lock, lookups a reader lock (std::shared_mutex, which ThreadSanitizer sees;
-// Debian's Abseil is built without its annotations). Knows nothing of sockets or frames.
+// their bounds and their keys. Every remote access is resolved here: a peer must name a
+// region by id and key (the RDMA rkey model), and the range must lie inside the region.
+// An unknown id and a wrong key are refused alike, and no message meant for a peer says
+// how large a region is. Thread-safe: registration takes a writer lock, lookups a reader
+// lock (std::shared_mutex, which ThreadSanitizer sees; Debian's Abseil is built without
+// its annotations). Knows nothing of sockets or frames.
 #pragma once
 
 #include <condition_variable>
@@ -64,8 +66,13 @@ class Pin {
   std::shared_ptr<RegionUse> use_;
 };
 
+// The one answer to a peer that names an id no region has, or a region's id with
+// another key: the same code and text, so a peer cannot tell which ids exist.
+inline constexpr char kNoSuchRegion[] = "no registered memory matches this id and key";
+
 struct Region {
   uint64_t id = 0;
+  uint64_t key = 0;  // random, never 0; a peer must name it with the id
   std::byte* base = nullptr;
   uint64_t size = 0;
   Location location = Location::kCpu;
@@ -75,32 +82,41 @@ struct Region {
 
 class Registry {
  public:
-  // Ids start at 1 and are never reused within one registry.
+  // Ids start at 1 and are never reused within one registry. Each region gets a fresh
+  // key from the kernel's CSPRNG (base::random_u64), so registering the same memory
+  // again gives another id and another key.
   absl::StatusOr<Region> add(void* base, uint64_t size, Location location, int device);
   // kNotFound when `id` is not registered.
   absl::Status remove(uint64_t id);
   // Removes region `id` and returns it (its `use` tells who still holds it).
   absl::StatusOr<Region> take(uint64_t id);
-  // The region, held by the returned pin; nullopt when not registered.
+  // The region, held by the returned pin; nullopt when not registered. (Local use: no
+  // key is needed.)
   std::optional<std::pair<Region, Pin>> pin(uint64_t id) const;
   std::optional<Region> find(uint64_t id) const;
-  // The address of [offset, offset+length) in region `id`: kNotFound for an unknown id,
-  // kOutOfRange when the range leaves the region (overflow included), kInvalidArgument
-  // for length 0.
-  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length) const;
+  // The address of [offset, offset+length) in region `id` for a peer that names the
+  // region's `key`. Checked in this order, and the first failure is returned:
+  //   kInvalidArgument   length 0;
+  //   kNotFound          no region has both this id and this key (kNoSuchRegion, the
+  //                      same code and text for an unknown id and a wrong key);
+  //   kOutOfRange        the range leaves the region (overflow included).
+  // Every message may go to the peer as it is: none names the region's size or id.
+  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t key, uint64_t offset,
+                                     uint64_t length) const;
   // As above, but takes the lock only when `id` is not `last`'s id, and then leaves the
   // region found in `last`: the segments of one request mostly share a region. (Like the
-  // pointer returned, `last` is a snapshot: the pinning form below keeps it valid.)
-  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length,
+  // pointer returned, `last` is a snapshot: the pinning form below keeps it valid.) The
+  // key is checked on every call, `last` or not.
+  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t key, uint64_t offset, uint64_t length,
                                      std::optional<Region>& last) const;
   // As above, and each region looked up is pinned into `pins` under the lock.
-  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t offset, uint64_t length,
+  absl::StatusOr<std::byte*> resolve(uint64_t id, uint64_t key, uint64_t offset, uint64_t length,
                                      std::optional<Region>& last, std::vector<Pin>& pins) const;
   size_t size() const;
 
  private:
-  absl::StatusOr<std::byte*> resolve_impl(uint64_t id, uint64_t offset, uint64_t length,
-                                          std::optional<Region>& last,
+  absl::StatusOr<std::byte*> resolve_impl(uint64_t id, uint64_t key, uint64_t offset,
+                                          uint64_t length, std::optional<Region>& last,
                                           std::vector<Pin>* pins) const;
   mutable std::shared_mutex mu_;
   absl::flat_hash_map<uint64_t, Region> regions_;  // guarded by mu_

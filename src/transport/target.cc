@@ -57,7 +57,7 @@ void Target::on_request(Conn* c, const wire::Request& r) {
   std::optional<memory::Region> region;  // the lock is taken once per distinct region
   for (const wire::Segment s : r.segments) {
     absl::StatusOr<std::byte*> at =
-        w_.registry().resolve(s.memory_id, s.offset, s.length, region, in->pins);
+        w_.registry().resolve(s.memory_id, s.key, s.offset, s.length, region, in->pins);
     if (!at.ok()) {
       in->fail(at.status());
       break;

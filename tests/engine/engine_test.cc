@@ -749,7 +749,7 @@ TEST(Engine, DataOutsideItsSegmentClosesTheConnectionAndChangesNothing) {
   ASSERT_TRUE(wire::decode_hello_ack(ack).ok());
   // A valid request for two 100-byte segments (the last bytes of the region, and its
   // first bytes)...
-  const std::vector<wire::Segment> segs = {{md.id, 0, 3996, 100}, {md.id, 0, 0, 100}};
+  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 3996, 100}, {md.id, md.rkey, 0, 100}};
   std::vector<std::byte> req(wire::request_frame_bytes(2));
   ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
   ASSERT_TRUE(ctrl.send_all(req));

@@ -246,7 +246,7 @@ def test_failed_transfers_raise_transfer_error(pair):
         st.wait(timeout=20)
     assert info.value.code == StatusCode.ERR_NOT_FOUND
     assert st.Failed() and st.Code() == StatusCode.ERR_NOT_FOUND
-    assert "not registered" in st.Message()
+    assert "no registered memory matches this id and key" in st.Message()
     assert ringxfer.wait_all([st]) == StatusCode.ERR_NOT_FOUND
     assert ringxfer.wait_all([]) == StatusCode.SUCCESS
 
@@ -319,7 +319,7 @@ def test_errors_raised_after_the_gil_is_taken_back(pair):
     ms = a.register_memory(np.zeros(64, np.uint8))
     md = b.register_memory(np.zeros(64, np.uint8))
     packed = md.pack()
-    gpu = MemoryDesc.unpack(packed[:-9] + bytes([1]) + packed[-8:])  # location byte: GPU
+    gpu = MemoryDesc.unpack(packed[:-17] + bytes([1]) + packed[-16:])  # location byte: GPU
     assert gpu.loc == MemoryLocationType.GPU
     with pytest.raises(NotImplementedError, match="GPU"):
         a.write(ms, 0, gpu, 0, 8, a.allocate_transfer_uid())

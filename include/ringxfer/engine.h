@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ringxfer/config.h"
@@ -51,12 +52,25 @@ struct EngineStats {
   uint64_t hostile_frames = 0;  // malformed or out-of-bounds frames (connection closed)
   uint64_t auth_failures = 0;   // connections refused for failing authentication
   uint64_t connections_refused = 0;  // accepted and closed at once: over a limit
+  uint64_t access_denied = 0;   // served transfers refused by a region's access rights
   // With zero-copy on, registered memory also becomes io_uring fixed buffers:
   uint64_t zerocopy_fixed_sends = 0;    // zero-copy sends from a fixed buffer
   uint64_t fixed_buffers = 0;           // fixed buffers now registered, all rings
   uint64_t fixed_buffer_fallbacks = 0;  // registrations refused (memlock, size, room)
   uint64_t zerocopy_refused = 0;        // zero-copy sends refused for memlock, then copied
   int ring_threads = 0;
+};
+
+// What other engines may do with a registered region (MORI-IO's defaults: everything,
+// everyone). The checks are made by this engine when a request arrives: a refused
+// transfer fails with kPermissionDenied on both sides and counts in access_denied here.
+struct MemoryAccess {
+  bool remote_read = true;   // peers may read the region
+  bool remote_write = true;  // peers may write it
+  // The keys of the engines admitted; empty admits every engine. An engine's key is
+  // what its hello says (EngineDesc::key): authenticate peers (auth_key_file) for the
+  // list to mean more than a name.
+  std::vector<std::string> allowed_engines;
 };
 
 class Session;
@@ -82,10 +96,13 @@ class Engine {
   absl::Status deregister_remote_engine(const EngineDesc& remote);
 
   // Local memory. The caller keeps [ptr, ptr+size) valid until deregister_memory()
-  // has returned.
+  // has returned. The region gets a new random key (MemoryDesc::rkey), so the descriptor
+  // returned is what grants peers access: send it only to the engines meant to use it.
+  // `access` limits what peers may do; kInvalidArgument for a bad allowed_engines entry
+  // (empty, too long, or with the byte 0x1f), naming it.
   absl::StatusOr<MemoryDesc> register_memory(void* ptr, uint64_t size,
                                              MemoryLocation location = MemoryLocation::kCpu,
-                                             int device_id = -1);
+                                             int device_id = -1, const MemoryAccess& access = {});
   // Takes the region out of use: every transfer using it, initiated here or by a peer,
   // fails with kFailedPrecondition (sends and receives already in the kernel finish
   // first), and this returns once no byte can land in or leave the region any more, so

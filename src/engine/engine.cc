@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <memory>
+
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
 #include "base/status_macros.h"
@@ -130,15 +133,33 @@ absl::Status Engine::deregister_remote_engine(const EngineDesc& remote) {
 }
 
 absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
-                                                   MemoryLocation location, int device_id) {
+                                                   MemoryLocation location, int device_id,
+                                                   const MemoryAccess& access) {
   RX_RETURN_IF_ERROR(impl_->usable());
+  memory::Rights rights;
+  rights.remote_read = access.remote_read;
+  rights.remote_write = access.remote_write;
+  if (!access.allowed_engines.empty()) {
+    for (size_t i = 0; i < access.allowed_engines.size(); ++i) {
+      const std::string& k = access.allowed_engines[i];
+      if (k.empty() || k.size() > kEngineKeyBytesMax ||
+          k.find(transport::kGroupSeparator) != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "register_memory: allowed_engines[%d] \"%s\" is not an engine key (1..%d bytes "
+            "without 0x1f)",
+            i, k, kEngineKeyBytesMax));
+      }
+    }
+    rights.allowed_engines = std::make_shared<const absl::flat_hash_set<std::string>>(
+        access.allowed_engines.begin(), access.allowed_engines.end());
+  }
   if (location == MemoryLocation::kGpu) {
     return absl::UnimplementedError(
         "register_memory: GPU memory needs the GPU staging path, which this build does not have "
         "yet");
   }
   absl::StatusOr<memory::Region> r =
-      impl_->registry.add(ptr, size, memory::Location::kCpu, device_id);
+      impl_->registry.add(ptr, size, memory::Location::kCpu, device_id, std::move(rights));
   if (!r.ok()) {
     return r.status();
   }
@@ -259,6 +280,7 @@ EngineStats Engine::stats() const {
   s.hostile_frames = c.hostile_frames.load();
   s.auth_failures = c.auth_failures.load();
   s.connections_refused = c.connections_refused.load();
+  s.access_denied = c.access_denied.load();
   s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
   s.fixed_buffers = c.fixed_buffers.load();
   s.fixed_buffer_fallbacks = c.fixed_buffer_fallbacks.load();

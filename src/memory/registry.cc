@@ -8,7 +8,8 @@
 
 namespace ringxfer::memory {
 
-absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location location, int device) {
+absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location location, int device,
+                                     Rights rights) {
   if (base == nullptr) {
     return absl::InvalidArgumentError("register_memory: ptr is null");
   }
@@ -25,6 +26,10 @@ absl::StatusOr<Region> Registry::add(void* base, uint64_t size, Location locatio
   r.size = size;
   r.location = location;
   r.device = device;
+  if (rights.allowed_engines != nullptr && rights.allowed_engines->empty()) {
+    rights.allowed_engines = nullptr;  // an empty list admits everyone, as no list does
+  }
+  r.rights = std::move(rights);
   r.use = std::make_shared<RegionUse>();
   std::unique_lock lock(mu_);
   r.id = next_id_++;
@@ -89,27 +94,49 @@ std::optional<Region> Registry::find(uint64_t id) const {
   return it->second;
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
-                                             uint64_t length) const {
+namespace {
+
+// Whether a region that `who` named with its key lets `who` in.
+absl::Status admit(const Region& r, const Requester& who) {
+  const bool write = who.kind == AccessKind::kWrite;
+  if (write ? !r.rights.remote_write : !r.rights.remote_read) {
+    return absl::PermissionDeniedError(write ? "this memory does not allow remote writes"
+                                             : "this memory does not allow remote reads");
+  }
+  if (r.rights.allowed_engines != nullptr && !r.rights.allowed_engines->contains(absl::string_view(
+                                                 who.engine.data(), who.engine.size()))) {
+    return absl::PermissionDeniedError(
+        absl::StrFormat("this memory does not admit engine %s", who.engine));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::byte*> Registry::resolve(const Requester& who, uint64_t id, uint64_t key,
+                                             uint64_t offset, uint64_t length) const {
   std::optional<Region> last;
-  return resolve(id, key, offset, length, last);
+  return resolve(who, id, key, offset, length, last);
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
-                                             uint64_t length, std::optional<Region>& last) const {
-  return resolve_impl(id, key, offset, length, last, nullptr);
+absl::StatusOr<std::byte*> Registry::resolve(const Requester& who, uint64_t id, uint64_t key,
+                                             uint64_t offset, uint64_t length,
+                                             std::optional<Region>& last) const {
+  return resolve_impl(who, id, key, offset, length, last, nullptr);
 }
 
-absl::StatusOr<std::byte*> Registry::resolve(uint64_t id, uint64_t key, uint64_t offset,
-                                             uint64_t length, std::optional<Region>& last,
+absl::StatusOr<std::byte*> Registry::resolve(const Requester& who, uint64_t id, uint64_t key,
+                                             uint64_t offset, uint64_t length,
+                                             std::optional<Region>& last,
                                              std::vector<Pin>& pins) const {
-  return resolve_impl(id, key, offset, length, last, &pins);
+  return resolve_impl(who, id, key, offset, length, last, &pins);
 }
 
 // The messages here go to the peer that asked: they say what the peer sent and what
 // was refused, never the size of a region, nor whether an id exists under another key.
-absl::StatusOr<std::byte*> Registry::resolve_impl(uint64_t id, uint64_t key, uint64_t offset,
-                                                  uint64_t length, std::optional<Region>& last,
+absl::StatusOr<std::byte*> Registry::resolve_impl(const Requester& who, uint64_t id, uint64_t key,
+                                                  uint64_t offset, uint64_t length,
+                                                  std::optional<Region>& last,
                                                   std::vector<Pin>* pins) const {
   if (length == 0) {
     return absl::InvalidArgumentError("a segment's length is 0");
@@ -118,12 +145,19 @@ absl::StatusOr<std::byte*> Registry::resolve_impl(uint64_t id, uint64_t key, uin
     if (last->key != key) {
       return absl::NotFoundError(kNoSuchRegion);
     }
+    if (absl::Status st = admit(*last, who); !st.ok()) {
+      return st;
+    }
   } else {
     std::shared_lock lock(mu_);
     auto it = regions_.find(id);
     if (it == regions_.end() || it->second.key != key) {
       last.reset();
       return absl::NotFoundError(kNoSuchRegion);
+    }
+    if (absl::Status st = admit(it->second, who); !st.ok()) {
+      last.reset();
+      return st;
     }
     last = it->second;
     if (pins != nullptr) {

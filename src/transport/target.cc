@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "transport/lane_key.h"
 #include "transport/worker.h"
 
 namespace ringxfer::transport {
@@ -54,11 +55,18 @@ void Target::on_request(Conn* c, const wire::Request& r) {
   if (r.op == wire::OpKind::kWrite) {
     in->starts = segment_starts(in->lengths);
   }
+  // A region's rights name engines, not lane groups: the peer's base key asks.
+  const memory::Requester who{split_lane_key(p->key).base, r.op == wire::OpKind::kWrite
+                                                               ? memory::AccessKind::kWrite
+                                                               : memory::AccessKind::kRead};
   std::optional<memory::Region> region;  // the lock is taken once per distinct region
   for (const wire::Segment s : r.segments) {
     absl::StatusOr<std::byte*> at =
-        w_.registry().resolve(s.memory_id, s.key, s.offset, s.length, region, in->pins);
+        w_.registry().resolve(who, s.memory_id, s.key, s.offset, s.length, region, in->pins);
     if (!at.ok()) {
+      if (at.status().code() == absl::StatusCode::kPermissionDenied) {
+        w_.counters().access_denied.fetch_add(1, std::memory_order_relaxed);
+      }
       in->fail(at.status());
       break;
     }

@@ -1,11 +1,14 @@
 // Region keys and access rights (issue 11), through the public API and a raw socket:
 // a segment must name its region's key, and a wrong key is refused exactly like an id
-// that does not exist, without saying how large any region is.
+// that does not exist, without saying how large any region is; a region's access rights
+// (read, write, which engines) are enforced by its owner and refusals are counted.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -313,6 +316,150 @@ TEST(MemoryDescPack, RefusesAnOlderPackSayingWhatToDo) {
   // An EngineDesc still packs and unpacks (its format did not change).
   const EngineDesc ed{"e", "n", "h", "127.0.0.1", 9, 1, 3};
   EXPECT_EQ(*EngineDesc::unpack(ed.pack()), ed);
+}
+
+// Pops the target's inbound status of `id` from `from`, which it records shortly after
+// the initiator's status is final.
+StatusHandle pop_inbound(Engine& target, const std::string& from, uint64_t id) {
+  for (int i = 0; i < 2000; ++i) {
+    if (StatusHandle s = target.pop_inbound_status(from, id)) {
+      return s;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return nullptr;
+}
+
+// Small transfers go whole to one lane group; 1 MiB is split over both ring threads.
+const uint64_t kSizes[] = {64, 1 << 20};
+
+TEST(MemoryAccessRights, AReadOnlyRegionRefusesWritesAndServesReads) {
+  Pair p;
+  std::vector<uint8_t> local(1 << 20, 7), region(1 << 20, 0x5A);
+  const MemoryDesc ms = *p.a->register_memory(local.data(), local.size());
+  MemoryAccess read_only;
+  read_only.remote_write = false;
+  const MemoryDesc md =
+      *p.b->register_memory(region.data(), region.size(), MemoryLocation::kCpu, -1, read_only);
+  uint64_t denied = 0;
+  for (uint64_t size : kSizes) {
+    SCOPED_TRACE(size);
+    const uint64_t id = p.a->allocate_transfer_id();
+    StatusHandle w = finish(p.a->write(ms, 0, md, 0, size, id));
+    EXPECT_EQ(w->code(), absl::StatusCode::kPermissionDenied) << w->status();
+    EXPECT_NE(w->message().find("does not allow remote writes"), std::string::npos) << w->message();
+    EXPECT_GT(p.b->stats().access_denied, denied);
+    denied = p.b->stats().access_denied;
+    StatusHandle in = pop_inbound(*p.b, "initiator", id);
+    ASSERT_NE(in, nullptr);
+    EXPECT_EQ(in->code(), absl::StatusCode::kPermissionDenied) << in->status();
+    EXPECT_EQ(region, std::vector<uint8_t>(1 << 20, 0x5A)) << "a refused write changed memory";
+
+    StatusHandle r = finish(p.a->read(ms, 0, md, 0, size, p.a->allocate_transfer_id()));
+    EXPECT_TRUE(r->succeeded()) << r->status();
+    EXPECT_EQ(local[0], 0x5A);
+    EXPECT_EQ(local[size - 1], 0x5A);
+    std::fill(local.begin(), local.end(), 7);
+  }
+  EXPECT_EQ(p.b->stats().access_denied, denied) << "a served read was counted";
+  EXPECT_GE(p.a->stats().transfers_failed, 2u);
+}
+
+TEST(MemoryAccessRights, AWriteOnlyRegionRefusesReadsAndTakesWrites) {
+  Pair p;
+  std::vector<uint8_t> local(1 << 20, 7), region(1 << 20, 0x5A);
+  const MemoryDesc ms = *p.a->register_memory(local.data(), local.size());
+  MemoryAccess write_only;
+  write_only.remote_read = false;
+  const MemoryDesc md =
+      *p.b->register_memory(region.data(), region.size(), MemoryLocation::kCpu, -1, write_only);
+  for (uint64_t size : kSizes) {
+    SCOPED_TRACE(size);
+    StatusHandle r = finish(p.a->read(ms, 0, md, 0, size, p.a->allocate_transfer_id()));
+    EXPECT_EQ(r->code(), absl::StatusCode::kPermissionDenied) << r->status();
+    EXPECT_NE(r->message().find("does not allow remote reads"), std::string::npos) << r->message();
+    EXPECT_EQ(local, std::vector<uint8_t>(1 << 20, 7)) << "a refused read brought bytes";
+  }
+  EXPECT_GE(p.b->stats().access_denied, 2u);
+  EXPECT_EQ(p.b->stats().bytes_sent, 0u);
+  StatusHandle w = finish(p.a->write(ms, 0, md, 0, 1 << 20, p.a->allocate_transfer_id()));
+  EXPECT_TRUE(w->succeeded()) << w->status();
+  EXPECT_EQ(region, local);
+}
+
+TEST(MemoryAccessRights, AllowedEnginesAdmitTheListedEngineAndRefuseAnother) {
+  auto target = *Engine::create("target");
+  auto alice = *Engine::create("alice");
+  auto bob = *Engine::create("bob");
+  for (Engine* e : {alice.get(), bob.get()}) {
+    ASSERT_TRUE(e->register_remote_engine(target->desc()).ok());
+  }
+  std::vector<uint8_t> region(1 << 20, 0), a_src(1 << 20, 1), b_src(1 << 20, 2);
+  MemoryAccess only_alice;
+  only_alice.allowed_engines = {"alice", "carol"};
+  const MemoryDesc md =
+      *target->register_memory(region.data(), region.size(), MemoryLocation::kCpu, -1, only_alice);
+  const MemoryDesc ma = *alice->register_memory(a_src.data(), a_src.size());
+  const MemoryDesc mb = *bob->register_memory(b_src.data(), b_src.size());
+  for (uint64_t size : kSizes) {
+    SCOPED_TRACE(size);
+    StatusHandle ok = finish(alice->write(ma, 0, md, 0, size, alice->allocate_transfer_id()));
+    EXPECT_TRUE(ok->succeeded()) << ok->status();
+    EXPECT_EQ(region[size - 1], 1);
+    StatusHandle read = finish(alice->read(ma, 0, md, 0, size, alice->allocate_transfer_id()));
+    EXPECT_TRUE(read->succeeded()) << read->status();
+
+    const uint64_t denied = target->stats().access_denied;
+    StatusHandle no = finish(bob->write(mb, 0, md, 0, size, bob->allocate_transfer_id()));
+    EXPECT_EQ(no->code(), absl::StatusCode::kPermissionDenied) << no->status();
+    EXPECT_NE(no->message().find("does not admit engine bob"), std::string::npos) << no->message();
+    EXPECT_EQ(no->message().find("alice"), std::string::npos) << no->message();
+    StatusHandle no_read = finish(bob->read(mb, 0, md, 0, size, bob->allocate_transfer_id()));
+    EXPECT_EQ(no_read->code(), absl::StatusCode::kPermissionDenied) << no_read->status();
+    EXPECT_GT(target->stats().access_denied, denied);
+    EXPECT_EQ(region[0], 1) << "bob's refused write changed memory";
+    EXPECT_EQ(b_src[0], 2) << "bob's refused read brought bytes";
+  }
+}
+
+TEST(MemoryAccessRights, RejectsAnAllowedEngineThatIsNoEngineKey) {
+  auto e = *Engine::create("owner");
+  std::vector<uint8_t> buf(64);
+  for (const std::string& bad : {std::string(),
+                                 std::string("a\x1f"
+                                             "1"),
+                                 std::string(Engine::kEngineKeyBytesMax + 1, 'k')}) {
+    MemoryAccess access;
+    access.allowed_engines = {"fine", bad};
+    absl::StatusOr<MemoryDesc> r =
+        e->register_memory(buf.data(), buf.size(), MemoryLocation::kCpu, -1, access);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(r.status().message()).find("allowed_engines[1]"), std::string::npos)
+        << r.status();
+  }
+}
+
+// The raw socket's view: a refused write is kPermissionDenied, counted, and the payload
+// that followed it was read and dropped, not placed.
+TEST(MemoryAccessRights, ARawWriteToAReadOnlyRegionIsRefusedAndChangesNothing) {
+  auto target = *Engine::create("target");
+  std::vector<uint8_t> region(4096, 0x5A);
+  MemoryAccess read_only;
+  read_only.remote_write = false;
+  const MemoryDesc md =
+      *target->register_memory(region.data(), region.size(), MemoryLocation::kCpu, -1, read_only);
+  RawInitiator raw(target->desc().port, "raw");
+  ASSERT_TRUE(raw.ready());
+  const std::vector<std::byte> payload(64, std::byte{0xEE});
+  const Answer w = raw.request(wire::OpKind::kWrite, {seg(md.id, md.rkey, 0, 64)}, payload);
+  ASSERT_TRUE(w.completed);
+  EXPECT_EQ(w.status, static_cast<uint16_t>(absl::StatusCode::kPermissionDenied)) << w.message;
+  EXPECT_EQ(region, std::vector<uint8_t>(4096, 0x5A));
+  EXPECT_EQ(target->stats().access_denied, 1u);
+  const Answer r = raw.request(wire::OpKind::kRead, {seg(md.id, md.rkey, 0, 64)});
+  ASSERT_TRUE(r.completed);
+  EXPECT_EQ(r.status, 0) << r.message;
+  EXPECT_EQ(r.data.size(), 64u);
 }
 
 }  // namespace

@@ -160,6 +160,18 @@ def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> Status
 _TORCH_LOCATIONS = {"cpu": MemoryLocationType.CPU, "cuda": MemoryLocationType.GPU}
 
 
+def _access(remote_read: bool, remote_write: bool, allowed_engines: Optional[Sequence[str]]) -> dict:
+    """register_memory's access keywords, checked, as _core takes them."""
+    if isinstance(allowed_engines, (str, bytes)):
+        raise TypeError("allowed_engines must be a list of engine keys, not a single string")
+    engines = None if allowed_engines is None else [str(k) for k in allowed_engines]
+    return {
+        "remote_read": bool(remote_read),
+        "remote_write": bool(remote_write),
+        "allowed_engines": engines,
+    }
+
+
 def _capsule_address(capsule: Any) -> int:
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype = ctypes.c_void_p
@@ -293,20 +305,32 @@ class IOEngine:
         size: Optional[int] = None,
         device_id: int = -1,
         mem_loc: MemoryLocationType = MemoryLocationType.CPU,
+        *,
+        remote_read: bool = True,
+        remote_write: bool = True,
+        allowed_engines: Optional[Sequence[str]] = None,
     ) -> MemoryDesc:
         """Registers memory: ``ptr`` is an address (int), a PyCapsule (as MORI-IO passes),
         a buffer-protocol object (numpy array, bytearray, memoryview) or a DLPack producer.
         A buffer-protocol object stays exported (a bytearray cannot be resized) and other
-        objects are kept alive until deregister_memory() or close()."""
+        objects are kept alive until deregister_memory() or close().
+
+        ringxfer's access rights (keywords only; the defaults are MORI-IO's: everything,
+        every engine): peers may read the region only with ``remote_read``, write it only
+        with ``remote_write``, and only the engines whose keys are in ``allowed_engines``
+        may use it (None or empty: every engine). A refused transfer fails with
+        ERR_ACCESS_DENIED and counts in ``stats()["access_denied"]`` here. The region gets
+        a new random key (``MemoryDesc.rkey``): its descriptor is what grants access."""
+        access = _access(remote_read, remote_write, allowed_engines)
         if isinstance(ptr, int) or type(ptr).__name__ == "PyCapsule":
             if size is None:
                 raise ValueError("register_memory: size is required with an address")
             address = ptr if isinstance(ptr, int) else _capsule_address(ptr)
-            return self._e().register_memory(address, int(size), int(device_id), mem_loc)
+            return self._e().register_memory(address, int(size), int(device_id), mem_loc, **access)
         engine = self._e()
         try:
             whole = -1 if size is None else int(size)
-            return engine.register_buffer(ptr, whole, int(device_id), mem_loc)
+            return engine.register_buffer(ptr, whole, int(device_id), mem_loc, **access)
         except ValueError as e:
             if "not a C-contiguous buffer" not in str(e):
                 raise
@@ -320,14 +344,33 @@ class IOEngine:
         size = arr.nbytes if size is None else int(size)
         if size > arr.nbytes:
             raise ValueError(f"register_memory: size {size} is larger than the buffer ({arr.nbytes})")
-        return engine.register_memory(arr.ctypes.data, size, int(device_id), mem_loc, (ptr, arr))
+        return engine.register_memory(arr.ctypes.data, size, int(device_id), mem_loc, (ptr, arr), **access)
 
-    def register_buffer(self, obj: Any) -> MemoryDesc:
-        """Registers a whole buffer-protocol object or DLPack producer."""
-        return self.register_memory(obj)
+    def register_buffer(
+        self,
+        obj: Any,
+        *,
+        remote_read: bool = True,
+        remote_write: bool = True,
+        allowed_engines: Optional[Sequence[str]] = None,
+    ) -> MemoryDesc:
+        """Registers a whole buffer-protocol object or DLPack producer (access keywords as
+        for register_memory)."""
+        return self.register_memory(
+            obj, remote_read=remote_read, remote_write=remote_write, allowed_engines=allowed_engines
+        )
 
-    def register_torch_tensor(self, tensor: Any) -> MemoryDesc:
-        """Registers a contiguous torch tensor: CPU memory, or GPU memory on its device."""
+    def register_torch_tensor(
+        self,
+        tensor: Any,
+        *,
+        remote_read: bool = True,
+        remote_write: bool = True,
+        allowed_engines: Optional[Sequence[str]] = None,
+    ) -> MemoryDesc:
+        """Registers a contiguous torch tensor: CPU memory, or GPU memory on its device
+        (access keywords as for register_memory)."""
+        access = _access(remote_read, remote_write, allowed_engines)
         if not tensor.is_contiguous():
             raise NonContiguousError("input tensor must be contiguous")
         loc = _TORCH_LOCATIONS.get(tensor.device.type)
@@ -335,7 +378,7 @@ class IOEngine:
             raise ValueError(f"tensors on {tensor.device.type} devices cannot be registered")
         device_id = tensor.device.index if tensor.device.index is not None else -1
         size = tensor.nelement() * tensor.element_size()
-        return self._e().register_memory(int(tensor.data_ptr()), size, device_id, loc, tensor)
+        return self._e().register_memory(int(tensor.data_ptr()), size, device_id, loc, tensor, **access)
 
     def deregister_memory(self, mem_desc: MemoryDesc) -> None:
         """Forgets a region (no transfer may use it any more) and releases the object

@@ -310,6 +310,18 @@ std::vector<uint64_t> offsets_of(const py::sequence& seq, const char* name) {
   return v;
 }
 
+// register_memory's access keywords as the engine takes them (None: every engine).
+MemoryAccess access_of(bool remote_read, bool remote_write,
+                       const std::optional<std::vector<std::string>>& allowed_engines) {
+  MemoryAccess a;
+  a.remote_read = remote_read;
+  a.remote_write = remote_write;
+  if (allowed_engines.has_value()) {
+    a.allowed_engines = *allowed_engines;
+  }
+  return a;
+}
+
 uint64_t checked(long long v, const char* name) {
   if (v < 0) {
     throw py::value_error(std::string(name) + " is negative");
@@ -682,6 +694,11 @@ PYBIND11_MODULE(_core, m) {
           "data", [](const MemoryDesc& d) { return d.address; },
           "The owner's address of the region.")
       .def_property_readonly("size", [](const MemoryDesc& d) { return d.size; })
+      .def_property_readonly(
+          "rkey", [](const MemoryDesc& d) { return d.rkey; },
+          "ringxfer: the region's key (random, new at every registration); requests name it "
+          "with the id. Whoever holds the descriptor can use the region as its access rights "
+          "allow.")
       .def_property_readonly("loc",
                              [](const MemoryDesc& d) {
                                return d.location == MemoryLocation::kGpu ? MemoryLocationType::kGpu
@@ -847,13 +864,15 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "register_memory",
           [](EngineCore& c, uint64_t address, long long size, int device_id, MemoryLocationType loc,
-             py::object owner) {
+             py::object owner, bool remote_read, bool remote_write,
+             const std::optional<std::vector<std::string>>& allowed_engines) {
             const MemoryLocation l =
                 loc == MemoryLocationType::kGpu ? MemoryLocation::kGpu : MemoryLocation::kCpu;
             const uint64_t n = checked(size, "size");
+            const MemoryAccess access = access_of(remote_read, remote_write, allowed_engines);
             // Waits for every ring thread (fixed buffers): the GIL is released.
             MemoryDesc md = value_or_raise(c.use([&](Engine& e) {
-              return e.register_memory(reinterpret_cast<void*>(address), n, l, device_id);
+              return e.register_memory(reinterpret_cast<void*>(address), n, l, device_id, access);
             }));
             if (!owner.is_none()) {
               c.pin(md.id, Pin{nullptr, std::move(owner)});
@@ -861,13 +880,18 @@ PYBIND11_MODULE(_core, m) {
             return md;
           },
           py::arg("address"), py::arg("size"), py::arg("device_id") = -1,
-          py::arg("loc") = MemoryLocationType::kCpu, py::arg("owner") = py::none(),
+          py::arg("loc") = MemoryLocationType::kCpu, py::arg("owner") = py::none(), py::kw_only(),
+          py::arg("remote_read") = true, py::arg("remote_write") = true,
+          py::arg("allowed_engines") = py::none(),
           "Registers [address, address+size); `owner` (if not None) is kept until "
-          "deregister_memory() or close().")
+          "deregister_memory() or close(). Peers may read / write it as remote_read and "
+          "remote_write say, and only the engines in allowed_engines (None: every engine).")
       .def(
           "register_buffer",
           [](EngineCore& c, const py::object& obj, long long size, int device_id,
-             MemoryLocationType loc) {
+             MemoryLocationType loc, bool remote_read, bool remote_write,
+             const std::optional<std::vector<std::string>>& allowed_engines) {
+            const MemoryAccess access = access_of(remote_read, remote_write, allowed_engines);
             BufferExport view = export_buffer(obj);
             const auto length = static_cast<uint64_t>(view->len);
             const uint64_t n = size < 0 ? length : static_cast<uint64_t>(size);
@@ -878,13 +902,14 @@ PYBIND11_MODULE(_core, m) {
             const MemoryLocation l =
                 loc == MemoryLocationType::kGpu ? MemoryLocation::kGpu : MemoryLocation::kCpu;
             void* address = view->buf;
-            MemoryDesc md = value_or_raise(
-                c.use([&](Engine& e) { return e.register_memory(address, n, l, device_id); }));
+            MemoryDesc md = value_or_raise(c.use(
+                [&](Engine& e) { return e.register_memory(address, n, l, device_id, access); }));
             c.pin(md.id, Pin{std::move(view), py::none()});
             return md;
           },
           py::arg("buffer"), py::arg("size") = -1, py::arg("device_id") = -1,
-          py::arg("loc") = MemoryLocationType::kCpu,
+          py::arg("loc") = MemoryLocationType::kCpu, py::kw_only(), py::arg("remote_read") = true,
+          py::arg("remote_write") = true, py::arg("allowed_engines") = py::none(),
           "Registers the first `size` bytes (negative: all) of a writable C-contiguous "
           "buffer-protocol object and holds an export of it until deregister_memory() or "
           "close() (a bytearray cannot be resized meanwhile).")
@@ -969,6 +994,7 @@ PYBIND11_MODULE(_core, m) {
         d["hostile_frames"] = s.hostile_frames;
         d["auth_failures"] = s.auth_failures;
         d["connections_refused"] = s.connections_refused;
+        d["access_denied"] = s.access_denied;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;
         d["fixed_buffer_fallbacks"] = s.fixed_buffer_fallbacks;

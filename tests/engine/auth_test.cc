@@ -303,8 +303,8 @@ bool recv_challenge(testing::RawClient& c, wire::AuthChallenge& out) {
 }
 
 // A read request for the first 64 bytes of `id`: what an attacker sends.
-std::vector<std::byte> read_request(uint64_t id) {
-  const std::vector<wire::Segment> segs = {{id, /*key=*/0, 0, 64}};
+std::vector<std::byte> read_request(uint64_t id, uint64_t key) {
+  const std::vector<wire::Segment> segs = {{id, key, 0, 64}};
   std::vector<std::byte> b(wire::request_frame_bytes(1));
   EXPECT_TRUE(wire::encode_request(wire::OpKind::kRead, 1, segs, b, 0, /*seq=*/1).ok());
   return b;
@@ -323,7 +323,7 @@ class RawAuthTest : public ::testing::Test {
   // Sends a read request and says whether any byte of the region came back before the
   // connection closed.
   bool leaks_after(testing::RawClient& c) {
-    c.send_all(read_request(md_.id));
+    c.send_all(read_request(md_.id, md_.rkey));
     EXPECT_TRUE(c.wait_closed(5000));
     return c.received() > 0 && target_->stats().transfers_served > 0;
   }

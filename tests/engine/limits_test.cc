@@ -58,7 +58,7 @@ TEST(Limits, IdleAndHalfFramedConnectionsHoldLittleMemory) {
   constexpr int kConns = 300;
   // A request announcing 6,000 segments (about 140 KiB of body), of which 1,000 bytes
   // come.
-  std::vector<wire::Segment> segs(6000, wire::Segment{1, 0, 8});
+  std::vector<wire::Segment> segs(6000, wire::Segment{1, 0, 0, 8});
   std::vector<std::byte> req(wire::request_frame_bytes(segs.size()));
   ASSERT_TRUE(wire::encode_request(wire::OpKind::kRead, 1, segs, req, 0, 1).ok());
   req.resize(1000);

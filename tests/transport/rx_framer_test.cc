@@ -177,7 +177,7 @@ TEST(RxFramer, TheReadAheadBufferGrowsOnlyForALargeFrame) {
   f.retry();
   std::vector<wire::Segment> segs(6000);
   for (size_t i = 0; i < segs.size(); ++i) {
-    segs[i] = wire::Segment{1, i * 8, 8};
+    segs[i] = wire::Segment{1, 0, i * 8, 8};
   }
   Bytes req(wire::request_frame_bytes(segs.size()));
   ASSERT_TRUE(wire::encode_request(wire::OpKind::kRead, 9, segs, req, 0, 1).ok());

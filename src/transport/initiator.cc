@@ -9,6 +9,26 @@
 #include "transport/worker.h"
 
 namespace ringxfer::transport {
+namespace {
+
+// A peer's transfers, launched and in its backlog, for which `pred` holds.
+template <typename Pred>
+std::vector<std::shared_ptr<OutOp>> transfers_where(const Peer* p, Pred&& pred) {
+  std::vector<std::shared_ptr<OutOp>> out;
+  for (const auto& [seq, op] : p->out_ops) {
+    if (pred(*op)) {
+      out.push_back(op);
+    }
+  }
+  for (const auto& op : p->backlog) {
+    if (pred(*op)) {
+      out.push_back(op);
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 void Initiator::start(const std::string& key, std::shared_ptr<OutOp> op) {
   w_.counters().transfers_initiated.fetch_add(1, std::memory_order_relaxed);
@@ -204,14 +224,7 @@ void Initiator::finish_failed_backlog(Peer* p) {
 }
 
 void Initiator::fail_all(Peer* p, const absl::Status& why) {
-  std::vector<std::shared_ptr<OutOp>> ops;
-  ops.reserve(p->out_ops.size() + p->backlog.size());
-  for (auto& [seq, op] : p->out_ops) {
-    ops.push_back(op);
-  }
-  for (auto& op : p->backlog) {
-    ops.push_back(op);
-  }
+  std::vector<std::shared_ptr<OutOp>> ops = transfers_where(p, [](const OutOp&) { return true; });
   p->backlog.clear();
   for (auto& op : ops) {
     fail(op, why);
@@ -221,17 +234,8 @@ void Initiator::fail_all(Peer* p, const absl::Status& why) {
 
 void Initiator::expire(Peer* p, int64_t now) {
   const int64_t timeout_ms = w_.config().timeout_ns() / 1'000'000;
-  std::vector<std::shared_ptr<OutOp>> late;
-  for (auto& [seq, op] : p->out_ops) {
-    if (!op->failed() && now > op->deadline_ns) {
-      late.push_back(op);
-    }
-  }
-  for (auto& op : p->backlog) {
-    if (!op->failed() && now > op->deadline_ns) {
-      late.push_back(op);
-    }
-  }
+  std::vector<std::shared_ptr<OutOp>> late =
+      transfers_where(p, [now](const OutOp& op) { return !op.failed() && now > op.deadline_ns; });
   if (late.empty()) {
     return;
   }
@@ -264,17 +268,8 @@ void Initiator::expire(Peer* p, int64_t now) {
 }
 
 void Initiator::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
-  std::vector<std::shared_ptr<OutOp>> outs;
-  for (auto& [seq, op] : p->out_ops) {
-    if (!op->finished() && holds_region(op->pins, use)) {
-      outs.push_back(op);
-    }
-  }
-  for (auto& op : p->backlog) {
-    if (!op->finished() && holds_region(op->pins, use)) {
-      outs.push_back(op);
-    }
-  }
+  std::vector<std::shared_ptr<OutOp>> outs = transfers_where(
+      p, [use](const OutOp& op) { return !op.finished() && holds_region(op.pins, use); });
   if (outs.empty()) {
     return;
   }

@@ -120,9 +120,9 @@ void Worker::maybe_hand_over(Conn* c) {
       !c->tx.empty()) {
     return;  // the challenge is still being sent: on_completion comes back here
   }
-  const AuthState st = *c->auth;
-  c->auth.reset();
-  hand_over(c, st.initiator_key, st.channel, st.stripe, st.capabilities, st.initiator_instance);
+  const std::unique_ptr<AuthState> st = std::move(c->auth);
+  hand_over(c, std::move(st->initiator_key), st->channel, st->stripe, st->capabilities,
+            st->initiator_instance);
 }
 
 void Worker::hand_over(Conn* c, std::string key, wire::ChannelKind channel, uint8_t stripe,

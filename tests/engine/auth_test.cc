@@ -135,6 +135,19 @@ absl::Status round_trip(Pair& p) {
   return absl::OkStatus();
 }
 
+// Writes `src` from a into `dst` at b (transfer id 5) and returns its outcome; the
+// refusal tests expect it to fail.
+absl::Status write_4k(Pair& p, std::vector<uint8_t>& src, std::vector<uint8_t>& dst) {
+  MemoryDesc ms = *p.a->register_memory(src.data(), src.size());
+  MemoryDesc md = *p.b->register_memory(dst.data(), dst.size());
+  StatusHandle w = must(p.a->write(ms, 0, md, 0, src.size(), 5));
+  if (w == nullptr || !w->wait(seconds(10))) {
+    ADD_FAILURE() << "the write did not finish";  // a refusal must end it, not hang it
+    return absl::DeadlineExceededError("the write did not finish");
+  }
+  return w->status();
+}
+
 TEST(Auth, EnginesThatShareAKeyTransferOverEveryConnection) {
   KeyFile keys(key_line(7, 0x11));
   for (int rings : {1, 2}) {
@@ -169,13 +182,9 @@ TEST(Auth, AnInitiatorWithoutTheKeyIsRefusedAndChangesNothing) {
   Pair p(with_key(nullptr), with_key(&keys));
   ASSERT_TRUE(p.error.ok()) << p.error;
   std::vector<uint8_t> src(4096, 0xAB), dst(4096, 0);
-  MemoryDesc ms = *p.a->register_memory(src.data(), src.size());
-  MemoryDesc md = *p.b->register_memory(dst.data(), dst.size());
-  StatusHandle w = must(p.a->write(ms, 0, md, 0, src.size(), 5));
-  ASSERT_TRUE(w->wait(seconds(10)));
-  EXPECT_FALSE(w->succeeded());
-  EXPECT_NE(std::string(w->status().message()).find("auth_key_file"), std::string::npos)
-      << w->status();
+  const absl::Status st = write_4k(p, src, dst);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("auth_key_file"), std::string::npos) << st;
   EXPECT_EQ(dst, std::vector<uint8_t>(4096, 0));
   EXPECT_GE(p.b->stats().auth_failures, 1u);
   EXPECT_EQ(p.b->stats().transfers_served, 0u);
@@ -187,13 +196,9 @@ TEST(Auth, ATargetWithoutTheKeyIsRefusedByTheInitiator) {
   Pair p(with_key(&keys), with_key(nullptr));
   ASSERT_TRUE(p.error.ok()) << p.error;
   std::vector<uint8_t> src(4096, 0xAB), dst(4096, 0);
-  MemoryDesc ms = *p.a->register_memory(src.data(), src.size());
-  MemoryDesc md = *p.b->register_memory(dst.data(), dst.size());
-  StatusHandle w = must(p.a->write(ms, 0, md, 0, src.size(), 5));
-  ASSERT_TRUE(w->wait(seconds(10)));
-  EXPECT_FALSE(w->succeeded());
-  EXPECT_NE(std::string(w->status().message()).find("does not authenticate"), std::string::npos)
-      << w->status();
+  const absl::Status st = write_4k(p, src, dst);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("does not authenticate"), std::string::npos) << st;
   // Nothing but the hello went: the request waited behind it and never left.
   EXPECT_EQ(dst, std::vector<uint8_t>(4096, 0));
   EXPECT_EQ(p.b->stats().transfers_served, 0u);
@@ -205,11 +210,8 @@ TEST(Auth, EnginesWithDifferentSecretsRefuseEachOther) {
   Pair p(with_key(&ka), with_key(&kb));
   ASSERT_TRUE(p.error.ok()) << p.error;
   std::vector<uint8_t> src(4096, 0xAB), dst(4096, 0);
-  MemoryDesc ms = *p.a->register_memory(src.data(), src.size());
-  MemoryDesc md = *p.b->register_memory(dst.data(), dst.size());
-  StatusHandle w = must(p.a->write(ms, 0, md, 0, src.size(), 5));
-  ASSERT_TRUE(w->wait(seconds(10)));
-  EXPECT_FALSE(w->succeeded());
+  const absl::Status st = write_4k(p, src, dst);
+  EXPECT_FALSE(st.ok());
   EXPECT_EQ(dst, std::vector<uint8_t>(4096, 0));
   // The initiator checks the target's proof first, and refuses it.
   EXPECT_GE(p.a->stats().auth_failures, 1u);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "base/check.h"
@@ -97,11 +98,14 @@ void Worker::on_payload_done(Conn* c) {
   if (placed) {
     t_->counters.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   }
-  if (c->rx_out) {
-    initiator_.on_payload(std::move(c->rx_out), bytes);
+  // The connection lets go of the transfer before it hears: on_payload takes a
+  // reference, so a std::move into it would leave the pointer here, and the end of the
+  // next payload this connection drops would count as this transfer's again.
+  if (std::shared_ptr<OutOp> op = std::exchange(c->rx_out, nullptr)) {
+    initiator_.on_payload(op, bytes);
   }
-  if (c->rx_in) {
-    target_.on_payload(std::move(c->rx_in), bytes);
+  if (std::shared_ptr<InOp> in = std::exchange(c->rx_in, nullptr)) {
+    target_.on_payload(in, bytes);
   } else if (!placed && !c->outbound && c->peer != nullptr) {
     // Discarded payload of a failed write: it counts toward that transfer.
     target_.on_discarded(c->peer, c->parked_seq, bytes);

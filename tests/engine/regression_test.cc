@@ -21,6 +21,7 @@
 #include "ringxfer/ringxfer.h"
 #include "support/fake_peer.h"
 #include "support/raw_socket.h"
+#include "wire/codec.h"
 
 namespace ringxfer {
 namespace {
@@ -158,6 +159,163 @@ TEST(Regression, DeregistrationFencesAReadInFlight) {
   for (size_t i = 0; i < kSize; i += 512) {
     ASSERT_NE(dst[i], 0xCD) << "byte " << i << " left the region after deregister_memory";
   }
+}
+
+// A raw client that said hello to `port` as engine `key` on `channel` (stripe 0) and got
+// its hello ack: a peer whose frames the test writes byte by byte.
+std::unique_ptr<testing::RawClient> raw_peer(uint16_t port, const std::string& key,
+                                             wire::ChannelKind channel) {
+  auto c = std::make_unique<testing::RawClient>(port);
+  wire::Hello h;
+  h.channel = channel;
+  h.key = key;
+  h.capabilities = wire::kCapDataBatch;
+  std::vector<std::byte> b(wire::hello_frame_bytes(key.size(), 0));
+  EXPECT_TRUE(wire::encode_hello(h, b).ok());
+  EXPECT_TRUE(c->connected() && c->send_all(b));
+  std::vector<std::byte> head(wire::kHeaderBytes);
+  EXPECT_TRUE(c->recv_exact(head.data(), head.size(), 5000)) << "no hello ack";
+  wire::Result<wire::FrameHeader> fh = wire::decode_header(head);
+  EXPECT_TRUE(fh.ok() && fh->type == wire::FrameType::kHelloAck);
+  std::vector<std::byte> body(fh.ok() ? fh->body_bytes : 0);
+  EXPECT_TRUE(c->recv_exact(body.data(), body.size(), 5000));
+  return c;
+}
+
+// A batch frame of write `id` (request `seq`): `length` bytes of segment 0 at `offset`.
+std::vector<std::byte> batch_frame(uint64_t id, uint32_t seq, uint64_t offset, uint32_t length) {
+  const std::vector<wire::BatchEntry> entries = {{0, length, offset}};
+  std::vector<std::byte> b(wire::data_batch_frame_bytes(entries.size()));
+  EXPECT_TRUE(wire::encode_data_batch(id, entries, b, seq).ok());
+  return b;
+}
+
+// A connection that has placed payload of a write and then drops payload of it (the
+// write failed) must not count that as the end of a receive another connection still
+// has in the region. It once did: the connection kept a pointer to the write after its
+// first payload, the dropped payload's end was taken for that write's receive ending
+// again, the count of receives in progress reached 0 while the data connection was
+// still receiving, and deregister_memory returned with bytes still landing.
+TEST(Regression, DeregistrationWaitsForEveryConnectionStillReceivingAWrite) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.timeout = seconds(20);
+  auto target = std::move(*Engine::create("target", cfg));
+  constexpr uint32_t kMiB = 1 << 20;
+  std::vector<uint8_t> region(3 * kMiB, 0);
+  const MemoryDesc md = *target->register_memory(region.data(), region.size());
+  const uint16_t port = target->desc().port;
+  std::unique_ptr<testing::RawClient> ctrl = raw_peer(port, "mallory", wire::ChannelKind::kControl);
+  std::unique_ptr<testing::RawClient> data = raw_peer(port, "mallory", wire::ChannelKind::kData);
+  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
+  std::vector<std::byte> req(wire::request_frame_bytes(1));
+  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
+  ASSERT_TRUE(ctrl->send_all(req));
+  const std::vector<std::byte> mib(kMiB, std::byte{0xEE});
+  // The first MiB whole on the control connection...
+  ASSERT_TRUE(ctrl->send_all(batch_frame(9, 1, 0, kMiB)) && ctrl->send_all(mib));
+  const auto t0 = std::chrono::steady_clock::now();
+  while (target->stats().bytes_received < kMiB &&
+         std::chrono::steady_clock::now() - t0 < seconds(10)) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_GE(target->stats().bytes_received, kMiB);
+  // ...the second MiB's frame and 4 KiB of it on the data connection, which then waits
+  // for the rest in the region.
+  ASSERT_TRUE(data->send_all(batch_frame(9, 1, kMiB, kMiB)) &&
+              data->send_all(std::span(mib).first(4096)));
+  std::this_thread::sleep_for(milliseconds(200));
+  std::atomic<bool> returned{false};
+  std::thread dereg([&] {
+    EXPECT_TRUE(target->deregister_memory(md).ok());
+    returned = true;
+  });
+  std::this_thread::sleep_for(milliseconds(200));
+  // The write failed: the third MiB, on the control connection, is read and dropped.
+  ASSERT_TRUE(ctrl->send_all(batch_frame(9, 1, 2 * kMiB, kMiB)) && ctrl->send_all(mib));
+  for (int i = 0; i < 50 && !returned; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  const bool early = returned;
+  EXPECT_FALSE(early) << "deregister_memory returned while a connection was still receiving "
+                         "into the region";
+  if (early) {
+    std::memset(region.data(), 0xCD, region.size());  // the caller's memory again
+  }
+  ASSERT_TRUE(data->send_all(std::span(mib).subspan(4096)));
+  dereg.join();
+  if (early) {
+    std::this_thread::sleep_for(milliseconds(300));
+    for (size_t i = 0; i < region.size(); i += 4096) {
+      ASSERT_EQ(region[i], 0xCD) << "byte " << i << " landed after deregister_memory returned";
+    }
+  }
+}
+
+// The initiator's side of the same mistake: a connection that placed read data and then
+// drops data of another, finished read took the dropped bytes for the first read's, and
+// reported the read done while its data connection was still receiving into it.
+TEST(Regression, AReadIsNotReportedDoneBeforeEveryByteOfItLanded) {
+  testing::FakePeer fake{"liar"};
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.stripes = 1;
+  cfg.timeout = seconds(20);
+  auto engine = std::move(*Engine::create("initiator", cfg));
+  EngineDesc d;
+  d.key = fake.key();
+  d.host = "127.0.0.1";
+  d.port = fake.port();
+  ASSERT_TRUE(engine->register_remote_engine(d).ok());
+  constexpr uint32_t kHalf = 64 << 10;
+  std::vector<uint8_t> local(4 * kHalf, 0);
+  const MemoryDesc mine = *engine->register_memory(local.data(), local.size());
+  MemoryDesc theirs;
+  theirs.engine_key = fake.key();
+  theirs.id = 1;
+  theirs.size = local.size();
+  StatusHandle x = must(engine->read(mine, 0, theirs, 0, 2 * kHalf, 1));
+  StatusHandle y = must(engine->read(mine, 2 * kHalf, theirs, 0, kHalf, 2));
+  std::optional<testing::FakePeer::Conn> ctrl =
+      fake.accept_until(wire::ChannelKind::kControl, 5000);
+  ASSERT_TRUE(ctrl.has_value());
+  std::optional<testing::FakePeer::Conn> data = fake.accept_until(wire::ChannelKind::kData, 5000);
+  ASSERT_TRUE(data.has_value());
+  uint32_t seq_x = 0, seq_y = 0;
+  for (int i = 0; i < 2; ++i) {
+    std::optional<testing::FakePeer::Frame> f = testing::FakePeer::read_frame(ctrl->fd, 5000);
+    ASSERT_TRUE(f.has_value());
+    ASSERT_EQ(f->header.type, wire::FrameType::kReadRequest);
+    wire::Result<wire::Request> r = wire::decode_request_body(f->header, f->body);
+    ASSERT_TRUE(r.ok());
+    (r->transfer_id == 1 ? seq_x : seq_y) = f->header.seq;
+  }
+  using testing::FakePeer;
+  const std::vector<std::byte> half(kHalf, std::byte{0xAA});
+  // x's first half whole on the control connection; its second half's frame and 4 KiB
+  // of it on the data connection, which then waits for the rest.
+  ASSERT_TRUE(FakePeer::send_all(ctrl->fd, FakePeer::data(1, seq_x, 0, 0, half)));
+  std::vector<std::byte> second = FakePeer::data(1, seq_x, 0, kHalf, half);
+  const size_t partial = second.size() - kHalf + 4096;
+  ASSERT_TRUE(FakePeer::send_all(data->fd, std::span(second).first(partial)));
+  std::this_thread::sleep_for(milliseconds(200));
+  // y fails; x is complete as far as the target says; then y's data, which is dropped.
+  ASSERT_TRUE(FakePeer::send_all(
+      ctrl->fd, FakePeer::completion(2, seq_y, wire::OpKind::kRead,
+                                     static_cast<uint16_t>(absl::StatusCode::kNotFound))));
+  ASSERT_TRUE(FakePeer::send_all(ctrl->fd, FakePeer::completion(1, seq_x, wire::OpKind::kRead)));
+  ASSERT_TRUE(FakePeer::send_all(ctrl->fd, FakePeer::data(2, seq_y, 0, 0, half)));
+  ASSERT_TRUE(y->wait(seconds(5)));
+  EXPECT_TRUE(y->failed());
+  EXPECT_FALSE(x->wait(milliseconds(300)))
+      << "the read was reported done (" << x->status() << ") with 60 KiB of it still to come";
+  ASSERT_TRUE(FakePeer::send_all(data->fd, std::span(second).subspan(partial)));
+  ASSERT_TRUE(x->wait(seconds(5)));
+  EXPECT_TRUE(x->succeeded()) << x->status();
+  for (size_t i = 0; i < 2 * kHalf; ++i) {
+    ASSERT_EQ(local[i], 0xAA) << "byte " << i;
+  }
+  EXPECT_EQ(engine->stats().hostile_frames, 0u);
 }
 
 // An initiator with one ring thread and one data connection, pointed at a fake target.

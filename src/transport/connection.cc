@@ -104,7 +104,7 @@ Conn* Worker::connect_one(Peer* p, wire::ChannelKind channel, uint8_t stripe) {
   wire::Hello h;
   h.channel = channel;
   h.stripe = stripe;
-  h.capabilities = wire::kCapDataBatch | wire::kCapZeroCopy;
+  h.capabilities = wire::kCapDataBatch | wire::kCapZeroCopy | wire::kCapCancel;
   h.instance_id = t_->instance_id;
   // A lane group's connections say which group they are: "<own key><sep>g".
   const std::string hello_key = t_->config.key + std::string(split_lane_key(p->key).suffix);

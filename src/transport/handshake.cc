@@ -190,7 +190,7 @@ void Worker::adopt_inbound(int fd, std::string key, wire::ChannelKind channel, u
   }
   wire::HelloAck a;
   a.key = t_->config.key;
-  a.capabilities = capabilities & (wire::kCapDataBatch | wire::kCapZeroCopy);
+  a.capabilities = capabilities & (wire::kCapDataBatch | wire::kCapZeroCopy | wire::kCapCancel);
   a.instance_id = t_->instance_id;
   enqueue(c, frame_item(encode_frame(
                  wire::hello_ack_frame_bytes(a.key.size(), 0),
@@ -226,6 +226,7 @@ void Worker::handle_hello_ack(Conn* c, const wire::HelloAck& a) {
     return;
   }
   c->auth.reset();
+  c->peer_caps = a.capabilities;
   c->state = ConnState::kReady;
 }
 

@@ -78,11 +78,12 @@ void Initiator::launch(Peer* p, std::shared_ptr<OutOp> op) {
   for (const Piece& pc : op->pieces) {
     segs.push_back(wire::Segment{pc.remote_id, pc.remote_key, pc.remote_offset, pc.length});
   }
-  w_.enqueue(
-      p->out_ctrl,
+  SendItem request =
       frame_item(encode_frame(wire::request_frame_bytes(segs.size()), [&](wire::MutableByteSpan o) {
         return wire::encode_request(op->kind, op->id, segs, o, op->parts, op->seq);
-      })));
+      }));
+  request.request_seq = op->seq;
+  w_.enqueue(p->out_ctrl, std::move(request));
   if (op->kind == wire::OpKind::kWrite) {
     std::vector<iovec> local;
     local.reserve(op->pieces.size());
@@ -276,10 +277,30 @@ void Initiator::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
   std::vector<Conn*> conns = p->out_data;
   conns.push_back(p->out_ctrl);
   for (auto& op : outs) {
-    fail(op, absl::FailedPreconditionError(absl::StrFormat(
-                 "local memory %d was deregistered during transfer %d", id, op->id)));
+    const absl::Status why = absl::FailedPreconditionError(
+        absl::StrFormat("local memory %d was deregistered during transfer %d", id, op->id));
+    fail(op, why);
     // Frames not yet started never go; those in the kernel finish first.
-    w_.drop_unstarted(conns, [&op](const SendItem& item) { return item.out == op; });
+    const uint64_t dropped =
+        w_.drop_unstarted(conns, [&op](const SendItem& item) { return item.out == op; });
+    if (op->seq == 0 || !p->out_ops.contains(op->seq)) {
+      continue;  // still in the backlog: nothing of it was queued
+    }
+    const bool none_sent = op->kind == wire::OpKind::kRead || dropped == op->total;
+    bool request_dropped = false;
+    if (none_sent) {
+      // Nothing of it reached the target yet: its request need not either.
+      w_.drop_unstarted({p->out_ctrl}, [&](const SendItem& item) {
+        const bool mine = item.request_seq == op->seq;
+        request_dropped |= mine;
+        return mine;
+      });
+    }
+    if (!request_dropped && (op->kind == wire::OpKind::kRead || dropped > 0)) {
+      // The target knows the transfer: tell it to stop serving a read, or how much of a
+      // write it will get, so it finishes the transfer now instead of at its deadline.
+      w_.queue_cancel(p->out_ctrl, *op, op->total - dropped, why);
+    }
   }
   finish_failed_backlog(p);
   for (auto& op : outs) {

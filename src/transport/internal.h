@@ -138,6 +138,7 @@ struct Conn {
   wire::ChannelKind channel = wire::ChannelKind::kControl;
   uint8_t stripe = 0;
   uint64_t peer_instance = 0;  // inbound: the instance id its hello named
+  uint64_t peer_caps = 0;      // outbound: the capabilities its hello ack named
   Peer* peer = nullptr;        // null until an accepted connection says hello
   ConnState state = ConnState::kConnecting;
   int inflight = 0;  // SQEs of this connection in the kernel

@@ -177,6 +177,10 @@ void Worker::on_frame(Conn* c) {
       deliver(c->outbound && control, wire::decode_completion_body,
               [&](const wire::Completion& cmp) { initiator_.on_completion(c, cmp); });
       break;
+    case wire::FrameType::kCancel:
+      deliver(!c->outbound && control, wire::decode_cancel_body,
+              [&](const wire::Cancel& x) { target_.on_cancel(c, x); });
+      break;
     case wire::FrameType::kData:
       // Data and batch handlers say where the payload goes (or drop or park it).
       return deliver(true, wire::decode_data_body,

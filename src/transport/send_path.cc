@@ -267,14 +267,15 @@ void Worker::item_done(SendItem& item, bool ok) {
   }
 }
 
-void Worker::drop_unstarted(const std::vector<Conn*>& conns,
-                            absl::FunctionRef<bool(const SendItem&)> owned) {
+uint64_t Worker::drop_unstarted(const std::vector<Conn*>& conns,
+                                absl::FunctionRef<bool(const SendItem&)> owned) {
   std::vector<SendItem> dropped;
   for (Conn* c : conns) {
     if (c != nullptr && c->state != ConnState::kClosing) {
       c->tx.drop_unstarted_if(owned, dropped);
     }
   }
+  uint64_t payload = 0;
   for (SendItem& item : dropped) {
     // Not a failure of the connection: the transfer itself failed.
     if (item.out) {
@@ -283,7 +284,25 @@ void Worker::drop_unstarted(const std::vector<Conn*>& conns,
     if (item.in) {
       --item.in->pending;
     }
+    payload += item.payload;
   }
+  return payload;
+}
+
+void Worker::queue_cancel(Conn* c, const OutOp& op, uint64_t sent, const absl::Status& why) {
+  if (c == nullptr || c->state != ConnState::kReady || (c->peer_caps & wire::kCapCancel) == 0) {
+    return;  // gone (the target fails the transfer with it), or an older peer
+  }
+  wire::Cancel x;
+  x.transfer_id = op.id;
+  x.seq = op.seq;
+  x.op = op.kind;
+  x.sent_bytes = op.kind == wire::OpKind::kWrite ? sent : 0;
+  x.status = static_cast<uint16_t>(why.code());
+  enqueue(c, frame_item(encode_frame(wire::kCancelFrameBytes, [&](wire::MutableByteSpan o) {
+            return wire::encode_cancel(x, o);
+          })));
+  pump_tx(c);
 }
 
 void Worker::queue_completion(Conn* c, const InOp& in, const absl::Status& st) {

@@ -262,6 +262,18 @@ void Target::expire(Peer* p, int64_t now) {
   }
 }
 
+void Target::stop(Peer* p, const std::shared_ptr<InOp>& in, const absl::Status& why) {
+  in->fail(why);
+  if (in->kind == wire::OpKind::kRead && !in->completion_sent) {
+    // The rest of the read is not sent; its completion says why.
+    std::vector<Conn*> conns = p->in_data;
+    conns.push_back(p->in_ctrl);
+    w_.drop_unstarted(conns, [&in](const SendItem& item) { return item.in == in; });
+  }
+  release_if_idle(*in);
+  maybe_finish(p, in);
+}
+
 void Target::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
   std::vector<std::shared_ptr<InOp>> ins;
   for (auto& [seq, in] : p->in_ops) {
@@ -269,23 +281,50 @@ void Target::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
       ins.push_back(in);
     }
   }
-  if (ins.empty()) {
+  for (auto& in : ins) {
+    stop(p, in,
+         absl::FailedPreconditionError(absl::StrFormat(
+             "memory %d was deregistered during transfer %d from %s", id, in->id, p->key)));
+  }
+}
+
+void Target::on_cancel(Conn* c, const wire::Cancel& x) {
+  Peer* p = c->peer;
+  auto it = p->in_ops.find(x.seq);
+  if (it == p->in_ops.end()) {
+    return;  // it finished here already: its completion crossed the cancel
+  }
+  std::shared_ptr<InOp> in = it->second;
+  if (in->id != x.transfer_id || in->kind != x.op) {
+    w_.close_conn(c,
+                  absl::DataLossError(absl::StrFormat(
+                      "cancel of request %d names transfer %d, which that request was not", x.seq,
+                      x.transfer_id)),
+                  true);
     return;
   }
-  std::vector<Conn*> conns = p->in_data;
-  conns.push_back(p->in_ctrl);
-  for (auto& in : ins) {
-    in->fail(absl::FailedPreconditionError(absl::StrFormat(
-        "memory %d was deregistered during transfer %d from %s", id, in->id, p->key)));
-    if (in->kind == wire::OpKind::kRead && !in->completion_sent) {
-      // The rest of the read is not sent; its completion says why.
-      w_.drop_unstarted(conns, [&in](const SendItem& item) { return item.in == in; });
+  const uint64_t announced = in->total;
+  if (in->kind == wire::OpKind::kWrite) {
+    if (x.sent_bytes > in->total || x.sent_bytes < in->received) {
+      w_.close_conn(c,
+                    absl::DataLossError(absl::StrFormat(
+                        "cancel of transfer %d says %d bytes were sent: it announced %d and %d "
+                        "came already",
+                        in->id, x.sent_bytes, in->total, in->received)),
+                    true);
+      return;
     }
-    release_if_idle(*in);
+    in->total = x.sent_bytes;  // the rest never comes; what is on its way is dropped
   }
-  for (auto& in : ins) {
-    maybe_finish(p, in);
-  }
+  stop(p, in,
+       status_from_wire(
+           x.status,
+           in->kind == wire::OpKind::kWrite
+               ? absl::StrFormat("%s stopped transfer %d after sending %d of its %d "
+                                 "bytes (its memory was deregistered)",
+                                 split_lane_key(p->key).base, in->id, x.sent_bytes, announced)
+               : absl::StrFormat("%s stopped read %d (its memory was deregistered)",
+                                 split_lane_key(p->key).base, in->id)));
 }
 
 }  // namespace ringxfer::transport

@@ -48,8 +48,13 @@ class Target {
   void fail_all(detail::Peer* p, const absl::Status& why);
   void expire(detail::Peer* p, int64_t now);
   void fence(detail::Peer* p, const memory::RegionUse* use, uint64_t id);
+  // The initiator stopped a transfer whose request came (wire "Cancel").
+  void on_cancel(detail::Conn* c, const wire::Cancel& x);
 
  private:
+  // Fails `in` with `why`: an unsent rest of a read is not sent, and it finishes once
+  // nothing of it is in the kernel (and, a write, every byte announced came or was dropped).
+  void stop(detail::Peer* p, const std::shared_ptr<detail::InOp>& in, const absl::Status& why);
   void serve_read(detail::Peer* p, const std::shared_ptr<detail::InOp>& in);
   void maybe_finish(detail::Peer* p, const std::shared_ptr<detail::InOp>& in);
   void report(detail::Peer* p, detail::InOp& in, const absl::Status& st);

@@ -36,6 +36,7 @@ struct SendItem {
   uint64_t payload = 0;    // payload bytes (counters)
   bool zero_copy = false;
   bool handshake = false;      // a hello or auth frame: may go while the connection is gated
+  uint32_t request_seq = 0;    // a request frame: its sequence (a fence may drop it unsent)
   std::shared_ptr<OutOp> out;  // the transfer whose memory the payload is, if any
   std::shared_ptr<InOp> in;
 };

@@ -167,9 +167,12 @@ class Worker final : public ring::CompletionHandler {
                  const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
                  uint32_t seq);
   // Drops the frames `owned` by a failed transfer that have not started from the
-  // queues of `conns` (those in the kernel finish first).
-  void drop_unstarted(const std::vector<Conn*>& conns,
-                      absl::FunctionRef<bool(const SendItem&)> owned);
+  // queues of `conns` (those in the kernel finish first); returns their payload bytes.
+  uint64_t drop_unstarted(const std::vector<Conn*>& conns,
+                          absl::FunctionRef<bool(const SendItem&)> owned);
+  // Tells the target on `c` that the initiator stopped `op` (wire "Cancel"), if the
+  // target understands it; `sent` is the payload of the write that was or will be sent.
+  void queue_cancel(Conn* c, const OutOp& op, uint64_t sent, const absl::Status& why);
   // Where the payload of the frame being handled goes (or that it is dropped).
   void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
   void start_discard(Conn* c, uint64_t bytes);

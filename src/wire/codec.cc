@@ -94,6 +94,9 @@ Result<Request> decode_request(ByteSpan in) noexcept {
 Result<Completion> decode_completion(ByteSpan in) noexcept {
   return decode_whole<Completion>(in, is_type<FrameType::kCompletion>, decode_completion_body);
 }
+Result<Cancel> decode_cancel(ByteSpan in) noexcept {
+  return decode_whole<Cancel>(in, is_type<FrameType::kCancel>, decode_cancel_body);
+}
 Result<DataHeader> decode_data(ByteSpan in) noexcept {
   return decode_whole<DataHeader>(in, is_type<FrameType::kData>, decode_data_body);
 }

@@ -39,6 +39,7 @@ constexpr size_t auth_challenge_frame_bytes() noexcept {
 }
 constexpr size_t auth_proof_frame_bytes() noexcept { return kHeaderBytes + kAuthProofBodyBytes; }
 inline constexpr size_t kDataFrameBytes = kHeaderBytes + kDataBodyBytes;
+inline constexpr size_t kCancelFrameBytes = kHeaderBytes + kCancelBodyBytes;
 constexpr size_t data_batch_frame_bytes(size_t entries) noexcept {
   return kHeaderBytes + kBatchFixedBytes + entries * kBatchEntryBytes;
 }
@@ -58,6 +59,7 @@ Result<AuthProof> decode_auth_proof_body(const FrameHeader& header, ByteSpan bod
 // For kWriteRequest and kReadRequest alike; the type gives Request::op.
 Result<Request> decode_request_body(const FrameHeader& header, ByteSpan body) noexcept;
 Result<Completion> decode_completion_body(const FrameHeader& header, ByteSpan body) noexcept;
+Result<Cancel> decode_cancel_body(const FrameHeader& header, ByteSpan body) noexcept;
 Result<DataHeader> decode_data_body(const FrameHeader& header, ByteSpan body) noexcept;
 Result<DataBatch> decode_data_batch_body(const FrameHeader& header, ByteSpan body) noexcept;
 
@@ -69,6 +71,7 @@ Result<AuthChallenge> decode_auth_challenge(ByteSpan in) noexcept;
 Result<AuthProof> decode_auth_proof(ByteSpan in) noexcept;
 Result<Request> decode_request(ByteSpan in) noexcept;
 Result<Completion> decode_completion(ByteSpan in) noexcept;
+Result<Cancel> decode_cancel(ByteSpan in) noexcept;
 Result<DataHeader> decode_data(ByteSpan in) noexcept;
 Result<DataBatch> decode_data_batch(ByteSpan in) noexcept;
 
@@ -91,6 +94,8 @@ Result<size_t> encode_auth_proof(const AuthProof& proof, MutableByteSpan out) no
 Result<size_t> encode_request(OpKind op, uint64_t transfer_id, std::span<const Segment> segments,
                               MutableByteSpan out, uint16_t parts = 0, uint32_t seq = 0) noexcept;
 Result<size_t> encode_completion(const Completion& completion, MutableByteSpan out) noexcept;
+// Writes kCancelFrameBytes. A status of 0 (OK), or sent_bytes on a read, is kBadField.
+Result<size_t> encode_cancel(const Cancel& cancel, MutableByteSpan out) noexcept;
 // Writes header and body (kDataFrameBytes); the caller sends `length` payload bytes next.
 Result<size_t> encode_data(const DataHeader& data, MutableByteSpan out) noexcept;
 // Writes header and entry table; the caller sends the entries' payloads next, in order.

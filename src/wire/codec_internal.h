@@ -45,6 +45,9 @@ constexpr bool limits_for(uint8_t type, TypeLimits* out) noexcept {
     case FrameType::kCompletion:
       *out = {kCompletionFixedBytes, kCompletionBodyBytesMax, 0, 0};
       return true;
+    case FrameType::kCancel:
+      *out = {kCancelBodyBytes, kCancelBodyBytes, 0, 0};
+      return true;
     case FrameType::kData:
       *out = {kDataBodyBytes, kDataBodyBytes, 1, kDataPayloadBytesMax};
       return true;

@@ -141,6 +141,68 @@ Result<size_t> encode_completion(const Completion& completion, MutableByteSpan o
   return kHeaderBytes + body;
 }
 
+// ---- Cancel ----
+
+namespace {
+DecodeError check_cancel(const Cancel& c) noexcept {
+  if (c.status == 0 || !valid_status(c.status) || !valid_op(static_cast<uint8_t>(c.op))) {
+    return DecodeError::kBadField;
+  }
+  if (c.op == OpKind::kRead && c.sent_bytes != 0) {
+    return DecodeError::kBadField;  // a read's initiator sends no payload
+  }
+  if (c.sent_bytes > kTransferBytesMax) {
+    return DecodeError::kLengthOverLimit;
+  }
+  return DecodeError::kNone;
+}
+}  // namespace
+
+Result<Cancel> decode_cancel_body(const FrameHeader& header, ByteSpan body) noexcept {
+  if (header.type != FrameType::kCancel) {
+    return DecodeError::kUnknownType;
+  }
+  if (body.size() < header.body_bytes) {
+    return DecodeError::kTruncated;
+  }
+  if (header.body_bytes != kCancelBodyBytes) {
+    return DecodeError::kLengthMismatch;
+  }
+  const std::byte* p = body.data();
+  Cancel c;
+  c.seq = header.seq;
+  c.transfer_id = load_le<uint64_t>(p);
+  c.sent_bytes = load_le<uint64_t>(p + 8);
+  c.status = load_le<uint16_t>(p + 16);
+  const uint8_t op = load_le<uint8_t>(p + 18);
+  if (!valid_op(op) || load_le<uint8_t>(p + 19) != 0 || load_le<uint32_t>(p + 20) != 0) {
+    return DecodeError::kBadField;
+  }
+  c.op = static_cast<OpKind>(op);
+  if (DecodeError e = check_cancel(c); e != DecodeError::kNone) {
+    return e;
+  }
+  return c;
+}
+
+Result<size_t> encode_cancel(const Cancel& cancel, MutableByteSpan out) noexcept {
+  if (DecodeError e = check_cancel(cancel); e != DecodeError::kNone) {
+    return e;
+  }
+  if (DecodeError e = begin_frame(FrameType::kCancel, kCancelBodyBytes, 0, out, cancel.seq);
+      e != DecodeError::kNone) {
+    return e;
+  }
+  std::byte* p = out.data() + kHeaderBytes;
+  store_le<uint64_t>(p, cancel.transfer_id);
+  store_le<uint64_t>(p + 8, cancel.sent_bytes);
+  store_le<uint16_t>(p + 16, cancel.status);
+  store_le<uint8_t>(p + 18, static_cast<uint8_t>(cancel.op));
+  store_le<uint8_t>(p + 19, 0);
+  store_le<uint32_t>(p + 20, 0);
+  return kCancelFrameBytes;
+}
+
 // ---- Data ----
 
 Result<DataHeader> decode_data_body(const FrameHeader& header, ByteSpan body) noexcept {

@@ -15,7 +15,11 @@
 // Only kData and kDataBatch frames carry payload; for every other type it is 0.
 //
 // Control channel:
-//   kHello / kHelloAck, kWriteRequest / kReadRequest, kCompletion.
+//   kHello / kHelloAck, kWriteRequest / kReadRequest, kCompletion, and (initiator ->
+//   target, when both hellos name kCapCancel) kCancel: the initiator stopped a transfer
+//   whose request it sent (its local memory was deregistered) and says how many
+//   payload bytes of it it sent, so the target finishes it at once instead of waiting
+//   for bytes that will never come.
 // Data channels:
 //   kHello / kHelloAck to open, then kData and kDataBatch.
 // Either channel, when the initiator authenticates (issue 11; src/auth computes the
@@ -48,6 +52,10 @@
 //   AuthChallenge: 0 u32 key_id  4 u32 rsv  8 nonce[32]  40 mac[32]
 //                  72 u64 instance_id                                (80 bytes)
 //   AuthProof:     0 u32 key_id  4 u32 rsv  8 mac[32]                 (40 bytes)
+//   Cancel:     0 u64 transfer_id  8 u64 sent_bytes  16 u16 status  18 u8 op  19 u8 rsv
+//               20 u32 rsv                                            (24 bytes)
+//               (sent_bytes: payload bytes of the write the initiator sent and will
+//               send, 0 for a read; status: why, a canonical code, not 0)
 // Key ids are 1..2^32-1; 0 names no key and is refused (kBadField).
 #pragma once
 
@@ -72,6 +80,7 @@ enum class FrameType : uint8_t {
   kCompletion = 5,
   kAuthChallenge = 6,
   kAuthProof = 7,
+  kCancel = 8,
   kData = 16,
   kDataBatch = 17,
 };
@@ -91,6 +100,7 @@ enum class OpKind : uint8_t {
 inline constexpr uint64_t kCapDataBatch = uint64_t{1} << 0;
 inline constexpr uint64_t kCapZeroCopy = uint64_t{1} << 1;
 inline constexpr uint64_t kCapGpuStaging = uint64_t{1} << 2;
+inline constexpr uint64_t kCapCancel = uint64_t{1} << 3;  // the target understands kCancel
 
 enum class DecodeError : uint8_t {
   kNone = 0,
@@ -284,6 +294,16 @@ struct Completion {
   OpKind op = OpKind::kWrite;
   uint16_t status = 0;       // canonical status code (absl::StatusCode), 0 = OK
   std::string_view message;  // empty on success
+};
+
+// The initiator gave up a transfer whose request it sent (frames.h, "Cancel").
+struct Cancel {
+  uint64_t transfer_id = 0;
+  uint32_t seq = 0;  // the request's sequence (header)
+  OpKind op = OpKind::kWrite;
+  uint64_t sent_bytes = 0;  // a write's payload bytes that were or will be sent; 0 for a read
+  uint16_t status = 0;      // canonical status code, not 0
+  friend bool operator==(const Cancel&, const Cancel&) = default;
 };
 
 // The header of one data frame; `length` payload bytes follow it on the wire.

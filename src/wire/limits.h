@@ -62,6 +62,7 @@ inline constexpr size_t kBatchFixedBytes = 16;
 inline constexpr size_t kBatchEntryBytes = 16;  // one (segment, length, offset) entry
 inline constexpr size_t kAuthChallengeBodyBytes = 8 + kAuthNonceBytes + kAuthMacBytes + 8;
 inline constexpr size_t kAuthProofBodyBytes = 8 + kAuthMacBytes;
+inline constexpr size_t kCancelBodyBytes = 24;
 
 // Largest body of each frame type: what a receiver must be ready to buffer.
 inline constexpr size_t kHelloBodyBytesMax = kHelloFixedBytes + kKeyBytesMax + kAuthBytesMax;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -161,6 +162,120 @@ TEST(Regression, DeregistrationFencesAReadInFlight) {
   }
 }
 
+StatusHandle pop_inbound(Engine& target, const std::string& from, uint64_t id,
+                         milliseconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  do {
+    if (StatusHandle s = target.pop_inbound_status(from, id)) {
+      return s;
+    }
+    std::this_thread::sleep_for(milliseconds(2));
+  } while (std::chrono::steady_clock::now() < until);
+  return nullptr;
+}
+
+// Two batch transfers from one initiator to one target, the second queued behind the
+// first; the initiator deregisters the second's local memory while the first moves. A
+// send takes at most 1,024 iovecs, and each segment here is one, so part of the second
+// transfer's frames wait in the queues when it is deregistered.
+struct QueuedBehind {
+  static constexpr size_t kSize = 128 << 20;
+  static constexpr size_t kSegments = 1024;
+  static constexpr size_t kSegment = 64 << 10;  // every other 64 KiB of the region
+  std::unique_ptr<Engine> a, b;
+  std::vector<uint8_t> a1 = std::vector<uint8_t>(kSize, 0x11),
+                       a2 = std::vector<uint8_t>(kSize, 0x22);
+  std::vector<uint8_t> b1 = std::vector<uint8_t>(kSize, 0x33),
+                       b2 = std::vector<uint8_t>(kSize, 0x44);
+  MemoryDesc ma1, ma2, mb1, mb2;
+  StatusHandle first, second;
+  explicit QueuedBehind(bool write) {
+    EngineConfig cfg;
+    cfg.rings = 1;
+    cfg.timeout = seconds(20);
+    a = std::move(*Engine::create("initiator", cfg));
+    b = std::move(*Engine::create("target", cfg));
+    EXPECT_TRUE(a->register_remote_engine(b->desc()).ok());
+    ma1 = *a->register_memory(a1.data(), kSize);
+    ma2 = *a->register_memory(a2.data(), kSize);
+    mb1 = *b->register_memory(b1.data(), kSize);
+    mb2 = *b->register_memory(b2.data(), kSize);
+    std::vector<uint64_t> offsets, sizes(kSegments, kSegment);
+    for (size_t i = 0; i < kSegments; ++i) {
+      offsets.push_back(2 * i * kSegment);
+    }
+    if (write) {
+      first = must(a->batch_write(ma1, offsets, mb1, offsets, sizes, 1));
+      second = must(a->batch_write(ma2, offsets, mb2, offsets, sizes, 2));
+    } else {
+      first = must(a->batch_read(ma1, offsets, mb1, offsets, sizes, 1));
+      second = must(a->batch_read(ma2, offsets, mb2, offsets, sizes, 2));
+    }
+    Engine& receiver = write ? *b : *a;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (receiver.stats().bytes_received == 0 &&
+           std::chrono::steady_clock::now() - t0 < seconds(10)) {
+      std::this_thread::yield();
+    }
+    EXPECT_TRUE(a->deregister_memory(ma2).ok());
+  }
+  // Whether `to` holds `from`'s bytes in every segment and its own (`fill`) between them.
+  static bool copied(const std::vector<uint8_t>& from, const std::vector<uint8_t>& to,
+                     uint8_t fill) {
+    for (size_t off = 0; off < kSize; off += 4096) {
+      const bool in_segment = (off / kSegment) % 2 == 0;
+      if (to[off] != (in_segment ? from[off] : fill)) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+// An initiator that deregisters the source of a write it has started sends no more of
+// it and says so (wire "Cancel"): the target finishes the transfer at once, as failed,
+// instead of holding it until its deadline (20 s here) waiting for bytes that never come.
+TEST(Regression, ATargetFinishesAWriteWhoseSourceWasDeregisteredAtOnce) {
+  QueuedBehind t(/*write=*/true);
+  ASSERT_TRUE(t.second->wait(seconds(10)));
+  if (t.second->succeeded()) {
+    GTEST_SKIP() << "the whole second write was in the kernel before deregister_memory";
+  }
+  EXPECT_EQ(t.second->code(), absl::StatusCode::kFailedPrecondition) << t.second->status();
+  StatusHandle in = pop_inbound(*t.b, "initiator", 2, seconds(5));
+  ASSERT_NE(in, nullptr) << "the target still waits for the rest of a write that will not come";
+  EXPECT_EQ(in->code(), absl::StatusCode::kFailedPrecondition) << in->status();
+  EXPECT_NE(in->status().message().find("stopped transfer 2"), std::string::npos) << in->status();
+  ASSERT_TRUE(t.first->wait(seconds(20)));
+  EXPECT_TRUE(t.first->succeeded()) << t.first->status();
+  EXPECT_TRUE(QueuedBehind::copied(t.a1, t.b1, 0x33));
+  // The connections stay: the next write goes through them.
+  StatusHandle next = must(t.a->write(t.ma1, 0, t.mb2, 0, 4096, 3));
+  ASSERT_TRUE(next->wait(seconds(10)));
+  EXPECT_TRUE(next->succeeded()) << next->status();
+  EXPECT_EQ(t.b2[0], 0x11);
+  EXPECT_EQ(t.a->stats().hostile_frames + t.b->stats().hostile_frames, 0u);
+}
+
+// The read side: the target stops serving a read whose destination the initiator
+// deregistered, and reports it stopped.
+TEST(Regression, ATargetStopsServingAReadWhoseDestinationWasDeregistered) {
+  QueuedBehind t(/*write=*/false);
+  ASSERT_TRUE(t.second->wait(seconds(10)));
+  if (t.second->succeeded()) {
+    GTEST_SKIP() << "the whole second read had arrived before deregister_memory";
+  }
+  StatusHandle in = pop_inbound(*t.b, "initiator", 2, seconds(5));
+  ASSERT_NE(in, nullptr);
+  EXPECT_EQ(in->code(), absl::StatusCode::kFailedPrecondition)
+      << "the target served the whole read to an initiator that stopped it: " << in->status();
+  ASSERT_TRUE(t.first->wait(seconds(20)));
+  EXPECT_TRUE(t.first->succeeded()) << t.first->status();
+  EXPECT_TRUE(QueuedBehind::copied(t.b1, t.a1, 0x11));
+  EXPECT_LT(t.b->stats().bytes_sent, 2 * QueuedBehind::kSegments * QueuedBehind::kSegment);
+  EXPECT_EQ(t.a->stats().hostile_frames + t.b->stats().hostile_frames, 0u);
+}
+
 // A raw client that said hello to `port` as engine `key` on `channel` (stripe 0) and got
 // its hello ack: a peer whose frames the test writes byte by byte.
 std::unique_ptr<testing::RawClient> raw_peer(uint16_t port, const std::string& key,
@@ -250,6 +365,66 @@ TEST(Regression, DeregistrationWaitsForEveryConnectionStillReceivingAWrite) {
       ASSERT_EQ(region[i], 0xCD) << "byte " << i << " landed after deregister_memory returned";
     }
   }
+}
+
+std::vector<std::byte> cancel_frame(uint64_t id, uint32_t seq, uint64_t sent) {
+  wire::Cancel x;
+  x.transfer_id = id;
+  x.seq = seq;
+  x.op = wire::OpKind::kWrite;
+  x.sent_bytes = sent;
+  x.status = static_cast<uint16_t>(absl::StatusCode::kCancelled);
+  std::vector<std::byte> b(wire::kCancelFrameBytes);
+  EXPECT_TRUE(wire::encode_cancel(x, b).ok());
+  return b;
+}
+
+// A cancel from a raw initiator: one that says how much of its write it sent finishes
+// the write at once with the cancel's code; one that contradicts what came (fewer bytes
+// than arrived, more than announced, another transfer's id) closes the connection as
+// hostile.
+TEST(Regression, ACancelFinishesAWriteAndALyingOneClosesTheConnection) {
+  auto target = std::move(*Engine::create("target"));
+  constexpr uint32_t kMiB = 1 << 20;
+  std::vector<uint8_t> region(3 * kMiB, 0);
+  const MemoryDesc md = *target->register_memory(region.data(), region.size());
+  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
+  const std::vector<std::byte> mib(kMiB, std::byte{0xEE});
+  auto start = [&](testing::RawClient& c, uint32_t seq) {
+    std::vector<std::byte> req(wire::request_frame_bytes(1));
+    EXPECT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, seq).ok());
+    EXPECT_TRUE(c.send_all(req) && c.send_all(batch_frame(9, seq, 0, kMiB)) && c.send_all(mib));
+  };
+  {
+    std::unique_ptr<testing::RawClient> c =
+        raw_peer(target->desc().port, "honest", wire::ChannelKind::kControl);
+    start(*c, 1);
+    ASSERT_TRUE(c->send_all(cancel_frame(9, 1, kMiB)));
+    std::vector<std::byte> head(wire::kHeaderBytes);
+    ASSERT_TRUE(c->recv_exact(head.data(), head.size(), 5000)) << "no completion";
+    wire::Result<wire::FrameHeader> fh = wire::decode_header(head);
+    ASSERT_TRUE(fh.ok() && fh->type == wire::FrameType::kCompletion);
+    std::vector<std::byte> body(fh->body_bytes);
+    ASSERT_TRUE(c->recv_exact(body.data(), body.size(), 5000));
+    wire::Result<wire::Completion> cmp = wire::decode_completion_body(*fh, body);
+    ASSERT_TRUE(cmp.ok());
+    EXPECT_EQ(cmp->status, static_cast<uint16_t>(absl::StatusCode::kCancelled)) << cmp->message;
+    StatusHandle in = pop_inbound(*target, "honest", 9, seconds(5));
+    ASSERT_NE(in, nullptr);
+    EXPECT_EQ(in->code(), absl::StatusCode::kCancelled) << in->status();
+  }
+  const uint64_t hostile_before = target->stats().hostile_frames;
+  for (const auto& [name, id, sent] :
+       {std::tuple{"fewer bytes than came", 9, kMiB / 2},
+        std::tuple{"more than announced", 9, 4 * kMiB}, std::tuple{"another transfer", 10, kMiB}}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<testing::RawClient> c =
+        raw_peer(target->desc().port, "liar", wire::ChannelKind::kControl);
+    start(*c, 1);
+    ASSERT_TRUE(c->send_all(cancel_frame(static_cast<uint64_t>(id), 1, sent)));
+    EXPECT_TRUE(c->wait_closed(5000)) << "a lying cancel must close the connection";
+  }
+  EXPECT_EQ(target->stats().hostile_frames, hostile_before + 3);
 }
 
 // The initiator's side of the same mistake: a connection that placed read data and then

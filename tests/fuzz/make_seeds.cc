@@ -72,6 +72,13 @@ int main(int argc, char** argv) {
   c.message = "memory id 9 not found";
   ok &= write_seed(dir, "completion", buf, *encode_completion(c, buf));
 
+  Cancel x;
+  x.transfer_id = 7;
+  x.seq = 3;
+  x.sent_bytes = 4096;
+  x.status = 9;
+  ok &= write_seed(dir, "cancel", buf, *encode_cancel(x, buf));
+
   ok &= write_seed(dir, "data", buf, *encode_data(DataHeader{7, 1, 64, 8}, buf));
 
   const std::vector<BatchEntry> entries = {{0, 8, 0}, {1, 8, 8}, {1, 16, 32}};

@@ -110,8 +110,16 @@ void fuzz_one(ByteSpan in) {
     expect_reencodes(in, frame_size(in),
                      [&](MutableByteSpan o) { return encode_auth_proof(*r, o); });
   }
+#elif RX_FUZZ_ENTRY == 9
+  Result<Cancel> r = decode_cancel(in);
+  if (r.ok()) {
+    expect_reencodes(in, frame_size(in), [&](MutableByteSpan o) { return encode_cancel(*r, o); });
+    if (r->status == 0 || (r->op == OpKind::kRead && r->sent_bytes != 0)) {
+      fail("a cancel without a cause, or a read's with payload, decoded");
+    }
+  }
 #else
-#error "RX_FUZZ_ENTRY must be 0..8"
+#error "RX_FUZZ_ENTRY must be 0..9"
 #endif
 }
 

@@ -29,6 +29,7 @@ enum class Kind {
   kAuthProof,
   kRequest,
   kCompletion,
+  kCancel,
   kData,
   kDataBatch
 };
@@ -47,6 +48,8 @@ const char* kind_name(Kind k) {
       return "request";
     case Kind::kCompletion:
       return "completion";
+    case Kind::kCancel:
+      return "cancel";
     case Kind::kData:
       return "data";
     case Kind::kDataBatch:
@@ -87,6 +90,9 @@ Bytes request_frame(OpKind op, uint64_t id, const std::vector<Segment>& segs) {
 Bytes completion_frame(const Completion& c) {
   return encode_into(completion_frame_bytes(c.message.size()),
                      [&](MutableByteSpan o) { return encode_completion(c, o); });
+}
+Bytes cancel_frame(const Cancel& c) {
+  return encode_into(kCancelFrameBytes, [&](MutableByteSpan o) { return encode_cancel(c, o); });
 }
 Bytes data_frame(const DataHeader& d) {
   return encode_into(kDataFrameBytes, [&](MutableByteSpan o) { return encode_data(d, o); });
@@ -150,6 +156,16 @@ Completion sample_completion() {
   return c;
 }
 
+Cancel sample_cancel() {
+  Cancel c;
+  c.transfer_id = 0x0102030405060708;
+  c.seq = 0x11223344;
+  c.op = OpKind::kWrite;
+  c.sent_bytes = (uint64_t{1} << 33) + 5;
+  c.status = 9;  // FAILED_PRECONDITION
+  return c;
+}
+
 DataHeader sample_data() { return DataHeader{77, 5, 4096, 65536}; }
 
 Bytes valid_frame(Kind k) {
@@ -166,6 +182,8 @@ Bytes valid_frame(Kind k) {
       return request_frame(OpKind::kWrite, 1234, kSegments);
     case Kind::kCompletion:
       return completion_frame(sample_completion());
+    case Kind::kCancel:
+      return cancel_frame(sample_cancel());
     case Kind::kData:
       return data_frame(sample_data());
     case Kind::kDataBatch:
@@ -190,6 +208,8 @@ DecodeError decode_as(Kind k, const Bytes& b) {
       return decode_request(in).error();
     case Kind::kCompletion:
       return decode_completion(in).error();
+    case Kind::kCancel:
+      return decode_cancel(in).error();
     case Kind::kData:
       return decode_data(in).error();
     case Kind::kDataBatch:
@@ -214,6 +234,8 @@ DecodeError decode_body_as(Kind k, const FrameHeader& h, const Bytes& body) {
       return decode_request_body(h, b).error();
     case Kind::kCompletion:
       return decode_completion_body(h, b).error();
+    case Kind::kCancel:
+      return decode_cancel_body(h, b).error();
     case Kind::kData:
       return decode_data_body(h, b).error();
     case Kind::kDataBatch:
@@ -224,7 +246,7 @@ DecodeError decode_body_as(Kind k, const FrameHeader& h, const Bytes& body) {
 
 constexpr Kind kAllKinds[] = {Kind::kHello,     Kind::kHelloAck, Kind::kAuthChallenge,
                               Kind::kAuthProof, Kind::kRequest,  Kind::kCompletion,
-                              Kind::kData,      Kind::kDataBatch};
+                              Kind::kCancel,    Kind::kData,     Kind::kDataBatch};
 
 // ---- Round trips ----
 
@@ -380,6 +402,51 @@ TEST(FrameCodec, RoundTripsCompletion) {
   EXPECT_EQ(d->op, OpKind::kRead);
   EXPECT_EQ(d->status, 11);
   EXPECT_EQ(d->message, "offset+size beyond region 3");
+}
+
+TEST(FrameCodec, RoundTripsCancel) {
+  const Cancel c = sample_cancel();
+  const Bytes b = cancel_frame(c);
+  ASSERT_EQ(b.size(), kCancelFrameBytes);
+  Result<Cancel> d = decode_cancel(b);
+  ASSERT_TRUE(d.ok()) << to_string(d.error());
+  EXPECT_EQ(*d, c);
+  Cancel r;
+  r.transfer_id = 3;
+  r.seq = 1;
+  r.op = OpKind::kRead;
+  r.status = 1;  // CANCELLED
+  Result<Cancel> dr = decode_cancel(cancel_frame(r));
+  ASSERT_TRUE(dr.ok()) << to_string(dr.error());
+  EXPECT_EQ(*dr, r);
+}
+
+TEST(FrameCodec, RefusesACancelWithoutACauseOrWithAReadsPayload) {
+  Bytes out(kCancelFrameBytes);
+  Cancel ok_status = sample_cancel();
+  ok_status.status = 0;
+  EXPECT_EQ(encode_cancel(ok_status, out).error(), DecodeError::kBadField);
+  Cancel over = sample_cancel();
+  over.status = kStatusCodeMax + 1;
+  EXPECT_EQ(encode_cancel(over, out).error(), DecodeError::kBadField);
+  Cancel read = sample_cancel();
+  read.op = OpKind::kRead;
+  EXPECT_EQ(encode_cancel(read, out).error(), DecodeError::kBadField);
+  Cancel huge = sample_cancel();
+  huge.sent_bytes = kTransferBytesMax + 1;
+  EXPECT_EQ(encode_cancel(huge, out).error(), DecodeError::kLengthOverLimit);
+  // The same on the decoding side, field by field in a valid frame.
+  const Bytes good = cancel_frame(sample_cancel());
+  auto patched = [&](size_t at, uint8_t v) {
+    Bytes b = good;
+    b[kHeaderBytes + at] = std::byte{v};
+    return decode_cancel(b).error();
+  };
+  EXPECT_EQ(patched(16, 0), DecodeError::kBadField);  // status 0 (low byte; high is 0)
+  EXPECT_EQ(patched(18, 3), DecodeError::kBadField);  // op
+  EXPECT_EQ(patched(19, 1), DecodeError::kBadField);  // rsv
+  EXPECT_EQ(patched(23, 1), DecodeError::kBadField);  // rsv
+  EXPECT_EQ(patched(18, 2), DecodeError::kBadField);  // a read with sent bytes
 }
 
 TEST(FrameCodec, RoundTripsSuccessCompletionWithoutMessage) {
@@ -549,7 +616,13 @@ const BadField kBadFields[] = {
     {"version 4", Kind::kData, 4, 1, 4, DecodeError::kBadVersion},
     {"version 255", Kind::kCompletion, 4, 1, 255, DecodeError::kBadVersion},
     {"type 0", Kind::kHello, 5, 1, 0, DecodeError::kUnknownType},
-    {"type 8", Kind::kRequest, 5, 1, 8, DecodeError::kUnknownType},
+    {"type 9", Kind::kRequest, 5, 1, 9, DecodeError::kUnknownType},
+    {"cancel as a request", Kind::kRequest, 5, 1, 8, DecodeError::kLengthOverLimit},
+    {"cancel body too long", Kind::kCancel, 8, 4, kCancelBodyBytes + 1,
+     DecodeError::kLengthOverLimit},
+    {"cancel body too short", Kind::kCancel, 8, 4, kCancelBodyBytes - 1,
+     DecodeError::kLengthMismatch},
+    {"payload on a cancel", Kind::kCancel, 16, 8, 1, DecodeError::kLengthOverLimit},
     {"type 15", Kind::kAuthProof, 5, 1, 15, DecodeError::kUnknownType},
     {"type 255", Kind::kData, 5, 1, 255, DecodeError::kUnknownType},
     {"header flags", Kind::kHello, 6, 2, 1, DecodeError::kBadField},
@@ -654,6 +727,15 @@ const BadField kBadFields[] = {
     {"completion message over limit", Kind::kCompletion, B + 12, 2, kMessageBytesMax + 1,
      DecodeError::kLengthOverLimit},
     {"completion message length", Kind::kCompletion, B + 12, 2, 0, DecodeError::kLengthMismatch},
+    // Cancel body.
+    {"cancel status 0", Kind::kCancel, B + 16, 2, 0, DecodeError::kBadField},
+    {"cancel status", Kind::kCancel, B + 16, 2, kStatusCodeMax + 1, DecodeError::kBadField},
+    {"cancel op 0", Kind::kCancel, B + 18, 1, 0, DecodeError::kBadField},
+    {"cancel read with bytes", Kind::kCancel, B + 18, 1, 2, DecodeError::kBadField},
+    {"cancel reserved byte", Kind::kCancel, B + 19, 1, 1, DecodeError::kBadField},
+    {"cancel reserved word", Kind::kCancel, B + 20, 4, 1, DecodeError::kBadField},
+    {"cancel sent over limit", Kind::kCancel, B + 8, 8, kTransferBytesMax + 1,
+     DecodeError::kLengthOverLimit},
     // Data body.
     {"data reserved", Kind::kData, B + 12, 4, 1, DecodeError::kBadField},
     {"data segment over limit", Kind::kData, B + 8, 4, kSegmentsMax, DecodeError::kTooManySegments},
@@ -890,6 +972,9 @@ TEST(FrameCodec, EncodersRejectEveryShortBuffer) {
           break;
         case Kind::kCompletion:
           r = encode_completion(sample_completion(), out);
+          break;
+        case Kind::kCancel:
+          r = encode_cancel(sample_cancel(), out);
           break;
         case Kind::kData:
           r = encode_data(sample_data(), out);

@@ -31,7 +31,8 @@ namespace detail {
 class EngineImpl;
 }
 
-// Counters of one engine, read with Engine::stats(). Monotonic since creation.
+// Counters of one engine, read with Engine::stats(). Monotonic since creation, except
+// the gauges fixed_buffers and peers (now).
 struct EngineStats {
   uint64_t bytes_sent = 0;           // payload bytes put on the wire
   uint64_t bytes_received = 0;       // payload bytes placed into memory
@@ -49,10 +50,14 @@ struct EngineStats {
   uint64_t timeouts = 0;             // transfers failed by the operation timeout
   uint64_t connections_opened = 0;
   uint64_t connections_closed = 0;
-  uint64_t hostile_frames = 0;  // malformed or out-of-bounds frames (connection closed)
-  uint64_t auth_failures = 0;   // connections refused for failing authentication
+  uint64_t hostile_frames = 0;       // malformed or out-of-bounds frames (connection closed)
+  uint64_t auth_failures = 0;        // connections refused for failing authentication
   uint64_t connections_refused = 0;  // accepted and closed at once: over a limit
-  uint64_t access_denied = 0;   // served transfers refused by a region's access rights
+  uint64_t access_denied = 0;        // served transfers refused by a region's access rights
+  // Peers: engines this one knows now (registered remote engines, and engines with a
+  // connection or a transfer here), and those forgotten once they had none of these.
+  uint64_t peers = 0;
+  uint64_t peers_evicted = 0;
   // With zero-copy on, registered memory also becomes io_uring fixed buffers:
   uint64_t zerocopy_fixed_sends = 0;    // zero-copy sends from a fixed buffer
   uint64_t fixed_buffers = 0;           // fixed buffers now registered, all rings

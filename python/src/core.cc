@@ -994,6 +994,8 @@ PYBIND11_MODULE(_core, m) {
         d["hostile_frames"] = s.hostile_frames;
         d["auth_failures"] = s.auth_failures;
         d["connections_refused"] = s.connections_refused;
+        d["peers"] = s.peers;
+        d["peers_evicted"] = s.peers_evicted;
         d["access_denied"] = s.access_denied;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;

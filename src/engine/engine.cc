@@ -280,6 +280,8 @@ EngineStats Engine::stats() const {
   s.hostile_frames = c.hostile_frames.load();
   s.auth_failures = c.auth_failures.load();
   s.connections_refused = c.connections_refused.load();
+  s.peers = c.peers.load();
+  s.peers_evicted = c.peers_evicted.load();
   s.access_denied = c.access_denied.load();
   s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
   s.fixed_buffers = c.fixed_buffers.load();

@@ -35,6 +35,7 @@ Peer* Worker::peer(const std::string& key, bool create) {
   p->in_data.assign(wire::kStripesMax, nullptr);
   Peer* raw = p.get();
   peers_.emplace(key, std::move(p));
+  t_->counters.peers.fetch_add(1, std::memory_order_relaxed);
   return raw;
 }
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
 #include "base/errno_status.h"
@@ -60,6 +61,43 @@ void Worker::tick() {
   for (auto& [key, up] : peers_) {
     initiator_.expire(up.get(), now);
     target_.expire(up.get(), now);
+  }
+  evict_idle_peers();
+}
+
+void Worker::evict_idle_peers() {
+  // Raw Peer pointers live in connections (also closing ones not yet reclaimed) and in
+  // transfers; a transfer outside its peer's maps is still referenced by a send item of
+  // a connection of that peer or by a zero-copy notification slot.
+  absl::flat_hash_set<const Peer*> held;
+  for (const auto& up : conns_) {
+    if (up != nullptr && up->peer != nullptr) {
+      held.insert(up->peer);
+    }
+  }
+  for (const ZcSlot& z : zc_) {
+    if (z.out) {
+      held.insert(z.out->peer);
+    }
+    if (z.in) {
+      held.insert(z.in->peer);
+    }
+  }
+  auto idle = [](const Peer& p) {
+    return !p.has_addr && p.out_ctrl == nullptr && p.in_ctrl == nullptr &&
+           std::ranges::all_of(p.out_data, [](const Conn* c) { return c == nullptr; }) &&
+           std::ranges::all_of(p.in_data, [](const Conn* c) { return c == nullptr; }) &&
+           p.out_ops.empty() && p.backlog.empty() && p.in_ops.empty() && p.parked.empty();
+  };
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    const Peer* p = it->second.get();
+    if (!held.contains(p) && idle(*p)) {
+      peers_.erase(it++);
+      t_->counters.peers.fetch_sub(1, std::memory_order_relaxed);
+      t_->counters.peers_evicted.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      ++it;
+    }
   }
 }
 

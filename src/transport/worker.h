@@ -241,6 +241,10 @@ class Worker final : public ring::CompletionHandler {
   void on_accept(int32_t res);
 
   void tick();
+  // Forgets peers that no registered remote engine names and that have no connection,
+  // no transfer and nothing in the kernel: an engine that said hello and left costs
+  // nothing once its connections are gone (issue 11).
+  void evict_idle_peers();
 
   Transport::Impl* t_;
   int index_;

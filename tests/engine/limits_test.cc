@@ -2,6 +2,7 @@
 // half-framed connections cost the engine.
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -159,6 +160,77 @@ TEST(Limits, HandshakesAndInboundConnectionsAreCapped) {
   ASSERT_TRUE((*w)->wait(std::chrono::seconds(10)));
   EXPECT_TRUE((*w)->succeeded()) << (*w)->status();
   EXPECT_EQ(src, dst);
+}
+
+// Waits until `done()` or `within` passed; returns done().
+template <typename Done>
+bool eventually(Done done, std::chrono::milliseconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  while (!done() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// Issue 11: 20,000 hellos with distinct keys left 20,000 peers that were never erased
+// (and made the idle tick cost 4 % CPU). A peer no registered remote engine names is
+// forgotten once it has no connection and no transfer; an engine that comes back is
+// served as before.
+TEST(Limits, PeersThatLeaveAreForgotten) {
+  EngineConfig cfg;
+  cfg.rings = 2;
+  auto target = std::move(*Engine::create("target", cfg));
+  const uint16_t port = target->desc().port;
+  constexpr int kVisitors = 400;
+  constexpr int kAtOnce = 100;
+  for (int round = 0; round < kVisitors / kAtOnce; ++round) {
+    std::vector<std::unique_ptr<testing::RawClient>> clients;
+    for (int i = 0; i < kAtOnce; ++i) {
+      const std::string key = "visitor-" + std::to_string(round * kAtOnce + i);
+      auto c = std::make_unique<testing::RawClient>(port);
+      ASSERT_TRUE(c->connected());
+      ASSERT_TRUE(c->send_all(hello(key)));
+      std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+      ASSERT_TRUE(c->recv_exact(ack.data(), ack.size(), 5000));
+      // Half of them also ask for memory that does not exist (an inbound status and a
+      // completion), and leave without reading the answer.
+      if (i % 2 == 0) {
+        const std::vector<wire::Segment> segs = {{77, 1, 0, 8}};
+        std::vector<std::byte> req(wire::request_frame_bytes(1));
+        ASSERT_TRUE(wire::encode_request(wire::OpKind::kRead, 1, segs, req, 0, 1).ok());
+        ASSERT_TRUE(c->send_all(req));
+      }
+      clients.push_back(std::move(c));
+    }
+    EXPECT_GE(target->stats().peers, 1u);
+  }
+  EXPECT_TRUE(eventually([&] { return target->stats().peers == 0; }, std::chrono::seconds(10)))
+      << target->stats().peers << " peers still known after every visitor left";
+  EXPECT_GE(target->stats().peers_evicted, static_cast<uint64_t>(kVisitors));
+
+  // A real engine that comes back after its peer was forgotten is served as before.
+  std::vector<uint8_t> src(4096, 7), dst(4096, 0);
+  const MemoryDesc md = *target->register_memory(dst.data(), dst.size());
+  for (int visit = 0; visit < 2; ++visit) {
+    auto client = std::move(*Engine::create("returning", cfg));
+    ASSERT_TRUE(client->register_remote_engine(target->desc()).ok());
+    const MemoryDesc ms = *client->register_memory(src.data(), src.size());
+    auto w = client->write(ms, 0, md, 0, src.size(), 1 + visit);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->wait(std::chrono::seconds(10)));
+    EXPECT_TRUE((*w)->succeeded()) << (*w)->status();
+    EXPECT_EQ(dst, src);
+    client.reset();
+    EXPECT_TRUE(eventually([&] { return target->stats().peers == 0; }, std::chrono::seconds(10)));
+    std::fill(dst.begin(), dst.end(), 0);
+  }
+  // An engine this one registered stays known while it is registered.
+  auto other = std::move(*Engine::create("other", cfg));
+  ASSERT_TRUE(target->register_remote_engine(other->desc()).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_GE(target->stats().peers, 1u);  // one per ring thread that sends to it
+  ASSERT_TRUE(target->deregister_remote_engine(other->desc()).ok());
+  EXPECT_TRUE(eventually([&] { return target->stats().peers == 0; }, std::chrono::seconds(10)));
 }
 
 TEST(Limits, BadLimitsAreRefusedNamingTheField) {

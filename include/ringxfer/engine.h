@@ -58,6 +58,7 @@ struct EngineStats {
   // connection or a transfer here), and those forgotten once they had none of these.
   uint64_t peers = 0;
   uint64_t peers_evicted = 0;
+  uint64_t idle_closed = 0;  // inbound connections closed by idle_timeout
   // With zero-copy on, registered memory also becomes io_uring fixed buffers:
   uint64_t zerocopy_fixed_sends = 0;    // zero-copy sends from a fixed buffer
   uint64_t fixed_buffers = 0;           // fixed buffers now registered, all rings

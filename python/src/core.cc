@@ -171,6 +171,7 @@ struct TcpBackendConfig {
   int max_inbound_connections = ringxfer::EngineConfig{}.max_inbound_connections;
   int max_handshaking_connections = ringxfer::EngineConfig{}.max_handshaking_connections;
   int64_t handshake_timeout_ms = ringxfer::EngineConfig{}.handshake_timeout.count();
+  int64_t idle_timeout_ms = ringxfer::EngineConfig{}.idle_timeout.count();
 };
 
 void check_data_conns(int n) {
@@ -234,6 +235,7 @@ EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& 
   c.max_inbound_connections = tcp.max_inbound_connections;
   c.max_handshaking_connections = tcp.max_handshaking_connections;
   c.handshake_timeout = std::chrono::milliseconds(tcp.handshake_timeout_ms);
+  c.idle_timeout = std::chrono::milliseconds(tcp.idle_timeout_ms);
   ok_or_raise(c.validate());
   return c;
 }
@@ -610,6 +612,9 @@ PYBIND11_MODULE(_core, m) {
                "ringxfer: of those, connections still in their handshake (over: closed).");
   RX_TCP_FIELD(handshake_timeout_ms,
                "ringxfer: an accepted connection must finish its handshake within this.");
+  RX_TCP_FIELD(idle_timeout_ms,
+               "ringxfer: while over half of max_inbound_connections are open, an inbound "
+               "connection idle this long is closed.");
 #undef RX_TCP_FIELD
   tcp.def_readwrite("enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
   tcp.def_readwrite("enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
@@ -996,6 +1001,7 @@ PYBIND11_MODULE(_core, m) {
         d["connections_refused"] = s.connections_refused;
         d["peers"] = s.peers;
         d["peers_evicted"] = s.peers_evicted;
+        d["idle_closed"] = s.idle_closed;
         d["access_denied"] = s.access_denied;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;

@@ -59,6 +59,7 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(range<int>("max_handshaking_connections", max_handshaking_connections, 1,
                             max_inbound_connections));
   RX_CHECK_FIELD(range<int64_t>("handshake_timeout (ms)", handshake_timeout.count(), 1, 3'600'000));
+  RX_CHECK_FIELD(range<int64_t>("idle_timeout (ms)", idle_timeout.count(), 1, 86'400'000));
   RX_CHECK_FIELD(range<int>("max_inbound_statuses", max_inbound_statuses, 1, 1 << 24));
   RX_CHECK_FIELD(range<int>("max_split_transfers", max_split_transfers, 1, 1 << 20));
   RX_CHECK_FIELD(buffer("send_buffer_bytes", socket.send_buffer_bytes));

@@ -282,6 +282,7 @@ EngineStats Engine::stats() const {
   s.connections_refused = c.connections_refused.load();
   s.peers = c.peers.load();
   s.peers_evicted = c.peers_evicted.load();
+  s.idle_closed = c.idle_closed.load();
   s.access_denied = c.access_denied.load();
   s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
   s.fixed_buffers = c.fixed_buffers.load();

@@ -143,6 +143,7 @@ struct Conn {
   ConnState state = ConnState::kConnecting;
   int inflight = 0;  // SQEs of this connection in the kernel
   int64_t since_ns = 0;
+  int64_t rx_ns = 0;  // when a receive last brought bytes (inbound: the idle timeout)
   std::string name;  // for messages: "control to decode-0", "data 3 from prefill-1"
 
   std::unique_ptr<AuthState> auth;  // while an authenticated handshake runs

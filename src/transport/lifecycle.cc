@@ -29,6 +29,11 @@ void Worker::tick() {
     arm_accept();
   }
   const int64_t timeout = t_->config.timeout_ns();
+  const EngineConfig& e = t_->config.engine;
+  // Over half the inbound slots taken: idle inbound connections give theirs back.
+  const bool crowded =
+      2 * t_->inbound_conns.load(std::memory_order_relaxed) > e.max_inbound_connections;
+  const int64_t idle_limit = std::chrono::nanoseconds(e.idle_timeout).count();
   for (Conn* c : [&] {
          std::vector<Conn*> v;
          for (auto& up : conns_) {
@@ -56,6 +61,14 @@ void Worker::tick() {
                  absl::DataLossError(
                      absl::StrFormat("data for request %d that never came", c->parked_seq)),
                  true);
+    } else if (crowded && !c->outbound && c->state == ConnState::kReady && c->peer != nullptr &&
+               now - c->rx_ns > idle_limit && c->peer->in_ops.empty() && c->tx.empty() &&
+               !c->tx.busy() && c->rx_in == nullptr) {
+      t_->counters.idle_closed.fetch_add(1, std::memory_order_relaxed);
+      close_conn(c, absl::UnavailableError(absl::StrFormat(
+                        "closed after %d ms idle, with over half of max_inbound_connections (%d) "
+                        "open",
+                        idle_limit / 1'000'000, e.max_inbound_connections)));
     }
   }
   for (auto& [key, up] : peers_) {

@@ -233,6 +233,66 @@ TEST(Limits, PeersThatLeaveAreForgotten) {
   EXPECT_TRUE(eventually([&] { return target->stats().peers == 0; }, std::chrono::seconds(10)));
 }
 
+// Issue 11: with no idle timeout, connections that said hello and then nothing held
+// every inbound slot for good, and no other engine could connect. While over half the
+// slots are taken, an idle inbound connection is closed after idle_timeout; below that,
+// idle connections stay.
+TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.max_inbound_connections = 8;
+  cfg.max_handshaking_connections = 4;
+  cfg.idle_timeout = std::chrono::milliseconds(300);
+  auto target = std::move(*Engine::create("target", cfg));
+  const uint16_t port = target->desc().port;
+  std::vector<std::unique_ptr<testing::RawClient>> squatters;
+  for (int i = 0; i < cfg.max_inbound_connections; ++i) {
+    auto c = std::make_unique<testing::RawClient>(port);
+    ASSERT_TRUE(c->connected());
+    ASSERT_TRUE(c->send_all(hello("squatter-" + std::to_string(i))));
+    std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+    ASSERT_TRUE(c->recv_exact(ack.data(), ack.size(), 5000));
+    squatters.push_back(std::move(c));
+  }
+  std::vector<uint8_t> src(4096, 9), dst(4096, 0);
+  const MemoryDesc md = *target->register_memory(dst.data(), dst.size());
+  EngineConfig ccfg;
+  ccfg.rings = 1;
+  ccfg.timeout = std::chrono::seconds(2);
+  auto client = std::move(*Engine::create("client", ccfg));
+  ASSERT_TRUE(client->register_remote_engine(target->desc()).ok());
+  const MemoryDesc ms = *client->register_memory(src.data(), src.size());
+  bool written = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t id = 1;
+       !written && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10); ++id) {
+    auto w = client->write(ms, 0, md, 0, src.size(), id);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->wait(std::chrono::seconds(5)));
+    written = (*w)->succeeded();
+    if (!written) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  EXPECT_TRUE(written) << "idle connections held every slot for 10 s";
+  EXPECT_EQ(dst, src);
+  EXPECT_GE(target->stats().idle_closed, 1u);
+  for (auto& c : squatters) {
+    EXPECT_TRUE(c->wait_closed(5000)) << "an idle squatter is still connected";
+  }
+  // Below half the slots, an idle connection stays: a write after twice the idle
+  // timeout reuses the client's connections.
+  const uint64_t opened = client->stats().connections_opened;
+  const uint64_t idle_closed = target->stats().idle_closed;
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  auto again = client->write(ms, 0, md, 0, src.size(), 1000);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->wait(std::chrono::seconds(5)));
+  EXPECT_TRUE((*again)->succeeded()) << (*again)->status();
+  EXPECT_EQ(client->stats().connections_opened, opened);
+  EXPECT_EQ(target->stats().idle_closed, idle_closed);
+}
+
 TEST(Limits, BadLimitsAreRefusedNamingTheField) {
   EngineConfig cfg;
   cfg.max_handshaking_connections = 100;

@@ -63,6 +63,12 @@ def test_config_defaults_and_validation():
         e.create_backend(BackendType.TCP, TcpBackendConfig(wait_spin_us=20000))
     with pytest.raises(NotImplementedError):
         e.create_backend(BackendType.RDMA)
+    # The limits of issue 11 pass through, and are checked.
+    c = TcpBackendConfig(idle_timeout_ms=250, handshake_timeout_ms=1000)
+    assert (c.idle_timeout_ms, c.handshake_timeout_ms) == (250, 1000)
+    assert TcpBackendConfig().idle_timeout_ms == 60000
+    with pytest.raises(ValueError, match="idle_timeout"):
+        e.create_backend(BackendType.TCP, TcpBackendConfig(idle_timeout_ms=0))
 
 
 def test_port_zero_binds_an_ephemeral_port_visible_in_the_descriptor():

@@ -107,6 +107,10 @@ struct EngineConfig {
   // together; beyond it (or after `timeout` without the rest) the oldest is recorded
   // as failed. 1..2^20.
   int max_split_transfers = 4096;
+  // Transfers to one peer waiting to start behind the 8,192 in flight (per ring
+  // thread); beyond it a new transfer fails at once with kResourceExhausted instead of
+  // queueing. 1..2^24.
+  int max_queued_transfers = 1 << 16;
 
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;

@@ -62,6 +62,7 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(range<int64_t>("idle_timeout (ms)", idle_timeout.count(), 1, 86'400'000));
   RX_CHECK_FIELD(range<int>("max_inbound_statuses", max_inbound_statuses, 1, 1 << 24));
   RX_CHECK_FIELD(range<int>("max_split_transfers", max_split_transfers, 1, 1 << 20));
+  RX_CHECK_FIELD(range<int>("max_queued_transfers", max_queued_transfers, 1, 1 << 24));
   RX_CHECK_FIELD(buffer("send_buffer_bytes", socket.send_buffer_bytes));
   RX_CHECK_FIELD(buffer("recv_buffer_bytes", socket.recv_buffer_bytes));
   RX_CHECK_FIELD(range<int>("socket.keepalive_idle_s", socket.keepalive_idle_s, 1, 86400));

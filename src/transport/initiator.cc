@@ -44,6 +44,15 @@ void Initiator::start(const std::string& key, std::shared_ptr<OutOp> op) {
   op->deadline_ns = now_ns() + w_.config().timeout_ns();
   op->peer = p;
   if (p->out_ops.size() >= kOutboundOpsMaxPerPeer) {
+    const size_t queued_max = static_cast<size_t>(w_.config().engine.max_queued_transfers);
+    if (p->backlog.size() >= queued_max) {
+      op->phase = Phase::kDone;
+      w_.counters().transfers_failed.fetch_add(1, std::memory_order_relaxed);
+      std::move(op->done)(absl::ResourceExhaustedError(absl::StrFormat(
+          "%d transfers to %s are in flight and %d wait (max_queued_transfers): not queued",
+          p->out_ops.size(), split_lane_key(p->key).base, p->backlog.size())));
+      return;
+    }
     p->backlog.push_back(std::move(op));
     return;
   }

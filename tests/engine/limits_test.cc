@@ -11,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "ringxfer/ringxfer.h"
+#include "support/fake_peer.h"
 #include "support/raw_socket.h"
 #include "wire/codec.h"
 
@@ -291,6 +292,44 @@ TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
   EXPECT_TRUE((*again)->succeeded()) << (*again)->status();
   EXPECT_EQ(client->stats().connections_opened, opened);
   EXPECT_EQ(target->stats().idle_closed, idle_closed);
+}
+
+// Transfers beyond the 8,192 in flight to one peer wait; beyond max_queued_transfers of
+// those, a new one fails at once instead of growing the queue.
+TEST(Limits, TransfersBeyondTheQueueFailAtOnce) {
+  testing::FakePeer silent{"silent"};  // accepts, never answers
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.max_queued_transfers = 10;
+  cfg.timeout = std::chrono::seconds(30);
+  auto engine = std::move(*Engine::create("initiator", cfg));
+  EngineDesc d;
+  d.key = silent.key();
+  d.host = "127.0.0.1";
+  d.port = silent.port();
+  ASSERT_TRUE(engine->register_remote_engine(d).ok());
+  std::vector<uint8_t> local(64, 1);
+  const MemoryDesc mine = *engine->register_memory(local.data(), local.size());
+  MemoryDesc theirs;
+  theirs.engine_key = silent.key();
+  theirs.id = 1;
+  theirs.size = local.size();
+  constexpr int kInFlight = 8192;
+  std::vector<StatusHandle> handles;
+  for (int i = 0; i < kInFlight + 10 + 5; ++i) {
+    auto w = engine->write(mine, 0, theirs, 0, 8, static_cast<uint64_t>(i + 1));
+    ASSERT_TRUE(w.ok()) << w.status();
+    handles.push_back(*w);
+  }
+  // The last five fail at once; the rest wait.
+  for (int i = kInFlight + 10; i < kInFlight + 15; ++i) {
+    ASSERT_TRUE(handles[i]->wait(std::chrono::seconds(5))) << "transfer " << i << " was queued";
+    EXPECT_EQ(handles[i]->code(), absl::StatusCode::kResourceExhausted) << handles[i]->status();
+  }
+  EXPECT_NE(handles[kInFlight + 10]->status().message().find("max_queued_transfers"),
+            std::string::npos);
+  EXPECT_FALSE(handles[kInFlight + 9]->done());
+  EXPECT_FALSE(handles[0]->done());
 }
 
 TEST(Limits, BadLimitsAreRefusedNamingTheField) {

@@ -32,7 +32,7 @@ class EngineImpl;
 }
 
 // Counters of one engine, read with Engine::stats(). Monotonic since creation, except
-// the gauges fixed_buffers and peers (now).
+// the gauges (now): fixed_buffers, peers, inbound_statuses, split_transfers.
 struct EngineStats {
   uint64_t bytes_sent = 0;           // payload bytes put on the wire
   uint64_t bytes_received = 0;       // payload bytes placed into memory
@@ -59,6 +59,13 @@ struct EngineStats {
   uint64_t peers = 0;
   uint64_t peers_evicted = 0;
   uint64_t idle_closed = 0;  // inbound connections closed by idle_timeout
+  // Inbound statuses kept unread now (gauge), and those dropped for room
+  // (max_inbound_statuses); split transfers open now (gauge), and those recorded as
+  // failed because their parts stopped coming or for room (max_split_transfers).
+  uint64_t inbound_statuses = 0;
+  uint64_t inbound_statuses_dropped = 0;
+  uint64_t split_transfers = 0;
+  uint64_t split_transfers_expired = 0;
   // With zero-copy on, registered memory also becomes io_uring fixed buffers:
   uint64_t zerocopy_fixed_sends = 0;    // zero-copy sends from a fixed buffer
   uint64_t fixed_buffers = 0;           // fixed buffers now registered, all rings

@@ -1002,6 +1002,10 @@ PYBIND11_MODULE(_core, m) {
         d["peers"] = s.peers;
         d["peers_evicted"] = s.peers_evicted;
         d["idle_closed"] = s.idle_closed;
+        d["inbound_statuses"] = s.inbound_statuses;
+        d["inbound_statuses_dropped"] = s.inbound_statuses_dropped;
+        d["split_transfers"] = s.split_transfers;
+        d["split_transfers_expired"] = s.split_transfers_expired;
         d["access_denied"] = s.access_denied;
         d["zerocopy_fixed_sends"] = s.zerocopy_fixed_sends;
         d["fixed_buffers"] = s.fixed_buffers;

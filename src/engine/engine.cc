@@ -289,6 +289,13 @@ EngineStats Engine::stats() const {
   s.fixed_buffer_fallbacks = c.fixed_buffer_fallbacks.load();
   s.zerocopy_refused = c.zerocopy_refused.load();
   s.ring_threads = impl_->config.rings;
+  {
+    std::lock_guard lock(impl_->inbound_mu);
+    s.inbound_statuses = impl_->inbound->statuses();
+    s.inbound_statuses_dropped = impl_->inbound->evicted();
+    s.split_transfers = impl_->inbound->partial();
+    s.split_transfers_expired = impl_->inbound->partial_expired();
+  }
   return s;
 }
 

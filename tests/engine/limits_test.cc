@@ -332,6 +332,57 @@ TEST(Limits, TransfersBeyondTheQueueFailAtOnce) {
   EXPECT_FALSE(handles[0]->done());
 }
 
+// Issue 11: 65,536 failed reads under each of 10 keys held 241 MB of inbound statuses;
+// 200,000 read requests with parts=64 for an unknown region held 75 MB of partial
+// transfers, never freed. Both are now bounded in total, whatever the keys.
+TEST(Limits, InboundStatusesAndSplitTransfersFromAnonymousPeersAreBounded) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.max_inbound_statuses = 1000;
+  cfg.max_split_transfers = 100;
+  auto target = std::move(*Engine::create("target", cfg));
+  const uint16_t port = target->desc().port;
+  const size_t heap_before = heap_in_use();
+  // `count` read requests of 8 bytes of a region that does not exist, in one send.
+  auto requests = [](uint32_t count, uint16_t parts) {
+    const std::vector<wire::Segment> segs = {{77, 1, 0, 8}};
+    std::vector<std::byte> all;
+    for (uint32_t i = 1; i <= count; ++i) {
+      std::vector<std::byte> req(wire::request_frame_bytes(1));
+      EXPECT_TRUE(wire::encode_request(wire::OpKind::kRead, i, segs, req, parts, i).ok());
+      all.insert(all.end(), req.begin(), req.end());
+    }
+    return all;
+  };
+  constexpr int kKeys = 10;
+  constexpr uint32_t kPerKey = 600;
+  constexpr uint32_t kSplit = 2000;
+  std::vector<std::unique_ptr<testing::RawClient>> clients;
+  for (int k = 0; k <= kKeys; ++k) {
+    auto c = std::make_unique<testing::RawClient>(port);
+    ASSERT_TRUE(c->connected());
+    ASSERT_TRUE(c->send_all(hello("anon-" + std::to_string(k))));
+    std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+    ASSERT_TRUE(c->recv_exact(ack.data(), ack.size(), 5000));
+    // The last one sends parts of split transfers: 1 of 64 parts each.
+    ASSERT_TRUE(c->send_all(k < kKeys ? requests(kPerKey, 0) : requests(kSplit, 64)));
+    clients.push_back(std::move(c));
+  }
+  const uint64_t served = kKeys * kPerKey + kSplit;
+  EXPECT_TRUE(eventually([&] { return target->stats().transfers_served >= served; },
+                         std::chrono::seconds(20)))
+      << target->stats().transfers_served << " of " << served << " requests served";
+  const EngineStats s = target->stats();
+  EXPECT_LE(s.inbound_statuses, 1000u);
+  EXPECT_GE(s.inbound_statuses_dropped, kKeys * kPerKey - 1000u);
+  EXPECT_LE(s.split_transfers, 100u);
+  EXPECT_GE(s.split_transfers_expired, kSplit - 100u);
+  if (!kSanitizerHeap) {
+    const size_t grown = heap_in_use() - std::min(heap_in_use(), heap_before);
+    EXPECT_LT(grown, size_t{16} << 20) << "heap grew by " << grown << " bytes";
+  }
+}
+
 TEST(Limits, BadLimitsAreRefusedNamingTheField) {
   EngineConfig cfg;
   cfg.max_handshaking_connections = 100;

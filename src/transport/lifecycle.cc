@@ -56,6 +56,12 @@ void Worker::tick() {
         now - c->since_ns > handshake_limit) {
       close_conn(c, absl::DeadlineExceededError(
                         absl::StrFormat("no handshake within %d ms", handshake_limit / 1'000'000)));
+    } else if (c->rx_held && now - c->held_ns > timeout) {
+      close_conn(c,
+                 absl::ResourceExhaustedError(
+                     absl::StrFormat("its peer read none of %d bytes of answers for %d ms",
+                                     c->tx.frame_bytes(), timeout / 1'000'000)),
+                 true);
     } else if (c->rx.parked() && now - c->since_ns > timeout) {
       close_conn(c,
                  absl::DataLossError(

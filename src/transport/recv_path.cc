@@ -31,6 +31,15 @@ void Worker::drive_rx(Conn* c) {
     } else if (e == RxFramer::Event::kPayloadDone) {
       on_payload_done(c);
     } else if (e == RxFramer::Event::kNeedMore) {
+      if (answers_unread(c)) {
+        // The peer does not read what this engine answers: read no more of its
+        // requests until it does (on_send resumes), so its flood costs a bounded queue.
+        if (!c->rx_held) {
+          c->rx_held = true;
+          c->held_ns = now_ns();
+        }
+        break;
+      }
       arm_recv(c);
       break;
     } else if (e == RxFramer::Event::kBad) {

@@ -246,6 +246,11 @@ void Worker::on_send(Conn* c, int32_t res, bool pinned) {
   retired.clear();
   retired_scratch_ = std::move(retired);
   pump_tx(c);
+  if (c->rx_held && c->tx.frame_bytes() <= kAnswersHeldBytes / 2 &&
+      c->state != ConnState::kClosing) {
+    c->rx_held = false;
+    drive_rx(c);
+  }
 }
 
 void Worker::item_done(SendItem& item, bool ok) {

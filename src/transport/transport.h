@@ -70,8 +70,8 @@ struct Counters {
       transfers_served{0}, transfers_failed{0}, zerocopy_sends{0}, zerocopy_copied{0},
       short_sends{0}, short_recvs{0}, timeouts{0}, connections_opened{0}, connections_closed{0},
       hostile_frames{0}, zerocopy_fixed_sends{0}, fixed_buffers{0}, fixed_buffer_fallbacks{0},
-      zerocopy_refused{0}, auth_failures{0}, connections_refused{0}, access_denied{0},
-      peers{0}, peers_evicted{0}, idle_closed{0};
+      zerocopy_refused{0}, auth_failures{0}, connections_refused{0}, access_denied{0}, peers{0},
+      peers_evicted{0}, idle_closed{0};
 };
 
 struct LoopStats {

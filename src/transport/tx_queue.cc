@@ -6,6 +6,7 @@ namespace ringxfer::transport::detail {
 
 void TxQueue::push(SendItem item) {
   // The frame's iovec points into the item's own vector, which a move keeps.
+  frame_bytes_ += item.frame.size();
   q_.push_back(std::move(item));
 }
 
@@ -15,6 +16,7 @@ void TxQueue::push_next(SendItem item) {
   if (at < q_.size() && (q_[at].pos != 0 || q_[at].off != 0)) {
     ++at;
   }
+  frame_bytes_ += item.frame.size();
   q_.insert(q_.begin() + static_cast<std::ptrdiff_t>(at), std::move(item));
 }
 
@@ -75,6 +77,7 @@ void TxQueue::complete(size_t bytes, std::vector<SendItem>& retired) {
     if (item.pos < item.iov.size()) {
       break;  // a short send: the rest of this item goes next
     }
+    frame_bytes_ -= item.frame.size();
     retired.push_back(std::move(item));
     q_.pop_front();
     --items;
@@ -89,6 +92,7 @@ void TxQueue::cancel_inflight() noexcept {
 void TxQueue::drop_waiting(std::vector<SendItem>& dropped) {
   const auto first = q_.begin() + static_cast<std::ptrdiff_t>(inflight_items_);
   for (auto it = first; it != q_.end(); ++it) {
+    frame_bytes_ -= it->frame.size();
     dropped.push_back(std::move(*it));
   }
   q_.erase(first, q_.end());
@@ -100,6 +104,7 @@ void TxQueue::drop_all(std::vector<SendItem>& dropped) {
     dropped.push_back(std::move(q_.front()));
     q_.pop_front();
   }
+  frame_bytes_ = 0;
 }
 
 }  // namespace ringxfer::transport::detail

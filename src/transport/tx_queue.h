@@ -69,6 +69,9 @@ class TxQueue {
   size_t size() const noexcept { return q_.size(); }
   // Bytes the send in flight asked for.
   size_t inflight_bytes() const noexcept { return inflight_bytes_; }
+  // Frame bytes (headers and bodies, not payload) of every item queued: what this
+  // engine's own answers cost while the peer does not read them.
+  size_t frame_bytes() const noexcept { return frame_bytes_; }
   // Items not part of the send in flight.
   size_t waiting() const noexcept { return q_.size() - inflight_items_; }
   // The front item (the next to send, or the one in flight). Not empty().
@@ -101,6 +104,7 @@ class TxQueue {
     for (size_t i = inflight_items_; i < q_.size();) {
       SendItem& item = q_[i];
       if (item.pos == 0 && item.off == 0 && pred(item)) {
+        frame_bytes_ -= item.frame.size();
         dropped.push_back(std::move(item));
         q_.erase(q_.begin() + static_cast<std::ptrdiff_t>(i));
       } else {
@@ -113,6 +117,7 @@ class TxQueue {
   std::deque<SendItem> q_;
   size_t inflight_items_ = 0;
   size_t inflight_bytes_ = 0;
+  size_t frame_bytes_ = 0;  // of every item queued
   std::vector<iovec> iov_;
 };
 

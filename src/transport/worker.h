@@ -179,6 +179,13 @@ class Worker final : public ring::CompletionHandler {
   // Runs the connection's framer until it needs bytes (then arms the receive), parks,
   // or the connection closes. Not re-entered for one connection.
   void drive_rx(Conn* c);
+  // An inbound connection whose queued answers (frames, not payload) reach this many
+  // bytes is not read until they drain to half: a peer that sends requests and never
+  // reads the answers holds at most this much here, and is closed after `timeout`.
+  static constexpr size_t kAnswersHeldBytes = 256 << 10;
+  static bool answers_unread(const Conn* c) {
+    return !c->outbound && c->tx.frame_bytes() >= kAnswersHeldBytes;
+  }
 
  private:
   // Slots.

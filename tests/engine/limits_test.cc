@@ -383,6 +383,52 @@ TEST(Limits, InboundStatusesAndSplitTransfersFromAnonymousPeersAreBounded) {
   }
 }
 
+// A peer that sends requests and never reads the answers made the target queue every
+// answer: 200,000 failed reads held tens of MB. Now the target stops reading such a
+// connection once 256 KiB of answers wait, and closes it after `timeout`.
+TEST(Limits, APeerThatReadsNoAnswersIsHeldAndThenClosed) {
+  EngineConfig cfg;
+  cfg.rings = 1;
+  cfg.timeout = std::chrono::seconds(1);
+  cfg.max_inbound_statuses = 1000;  // bounded on their own (above); not what is measured
+  auto target = std::move(*Engine::create("target", cfg));
+  constexpr uint32_t kRequests = 200000;
+  const std::vector<wire::Segment> segs = {{77, 1, 0, 8}};
+  std::vector<std::byte> flood;
+  std::vector<std::byte> req(wire::request_frame_bytes(1));
+  for (uint32_t i = 1; i <= kRequests; ++i) {
+    ASSERT_TRUE(wire::encode_request(wire::OpKind::kRead, i, segs, req, 0, i).ok());
+    flood.insert(flood.end(), req.begin(), req.end());
+  }
+  auto c = std::make_unique<testing::RawClient>(target->desc().port);
+  ASSERT_TRUE(c->connected() && c->send_all(hello("deaf")));
+  std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+  ASSERT_TRUE(c->recv_exact(ack.data(), ack.size(), 5000));
+  const size_t heap_before = heap_in_use();
+  size_t sent = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (sent < flood.size() &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(500)) {
+    sent += c->send_some(std::span(flood).subspan(sent));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Served requests stop growing: the connection is not read any more.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const uint64_t served = target->stats().transfers_served;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(target->stats().transfers_served, served);
+  EXPECT_LT(served, kRequests) << "every request was read although no answer was";
+  if (!kSanitizerHeap) {
+    const size_t grown = heap_in_use() - std::min(heap_in_use(), heap_before);
+    EXPECT_LT(grown, size_t{4} << 20)
+        << "heap grew by " << grown << " bytes for " << served << " unread answers";
+  }
+  // After `timeout` held, the connection is closed as hostile.
+  EXPECT_TRUE(
+      eventually([&] { return target->stats().hostile_frames >= 1; }, std::chrono::seconds(5)));
+  EXPECT_TRUE(c->wait_closed(5000));
+}
+
 TEST(Limits, BadLimitsAreRefusedNamingTheField) {
   EngineConfig cfg;
   cfg.max_handshaking_connections = 100;

@@ -107,6 +107,18 @@ class RawClient {
     return true;
   }
   size_t received() const { return received_; }
+  // Sends what the socket takes now, without waiting; returns the bytes sent.
+  size_t send_some(std::span<const std::byte> b) {
+    size_t off = 0;
+    while (off < b.size()) {
+      const ssize_t n = ::send(fd_, b.data() + off, b.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n <= 0) {
+        break;
+      }
+      off += static_cast<size_t>(n);
+    }
+    return off;
+  }
 
  private:
   int fd_ = -1;

@@ -286,5 +286,36 @@ TEST(TxQueue, DroppingKeepsTheSendInFlightAndStartedItems) {
   EXPECT_TRUE(q.empty());
 }
 
+// frame_bytes() counts the frames of every queued item, through every way an item
+// leaves: retired after its send, dropped unstarted, dropped waiting, dropped at close.
+TEST(TxQueue, CountsTheFrameBytesOfEveryQueuedItem) {
+  Fixture f;
+  TxQueue q;
+  q.push(f.item(10, {100}));
+  q.push(f.item(20, {}));
+  q.push_next(f.item(5, {}));
+  EXPECT_EQ(q.frame_bytes(), 35u);  // payload is not counted
+  TxQueue::Send s = q.gather(false);
+  std::vector<SendItem> r;
+  q.complete(5 + 10 + 50, r);  // the first item whole, the second half
+  EXPECT_EQ(r.size(), 1u);
+  EXPECT_EQ(q.frame_bytes(), 30u);
+  s = q.gather(false);
+  q.complete(s.bytes, r);
+  EXPECT_EQ(q.frame_bytes(), 0u);
+  q.push(f.item(7, {}));
+  q.push(f.item(8, {}));
+  q.push(f.item(9, {}));
+  std::vector<SendItem> dropped;
+  q.drop_unstarted_if([](const SendItem& it) { return it.frame.size() == 8; }, dropped);
+  EXPECT_EQ(q.frame_bytes(), 16u);
+  s = q.gather(true);
+  q.drop_waiting(dropped);
+  EXPECT_EQ(q.frame_bytes(), 7u);
+  q.cancel_inflight();
+  q.drop_all(dropped);
+  EXPECT_EQ(q.frame_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace ringxfer::transport::detail

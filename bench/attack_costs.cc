@@ -1,6 +1,7 @@
 // What anonymous peers can make an engine hold (issue 11): each attack of the issue
 // against a fresh target engine in a child process, measured as the child's resident
-// memory (VmRSS) before, during and after, with the target's own counters.
+// memory (VmRSS) before, during and after, with the target's own counters and the heap
+// its allocator has handed out and not had back (after the attack).
 //   attack_costs [--scale=1.0] [--only=NAME]
 // Attacks (at --scale=1, the issue's sizes):
 //   conns     2,000 control connections, each a hello and half of a 140 KiB request
@@ -8,6 +9,7 @@
 //   split     200,000 read requests that are 1 of 64 parts, for a region that does not exist
 //   peers     20,000 hellos under distinct keys, each connection closed after its ack
 // The target runs with the default EngineConfig (one ring thread), on loopback.
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +33,13 @@ namespace {
 
 using namespace ringxfer;
 using testing::RawClient;
+
+// Bytes the child's allocator has handed out and not had back (glibc), in KiB: RSS
+// keeps pages malloc has not returned, this does not.
+size_t heap_kib() {
+  const struct mallinfo2 m = mallinfo2();
+  return (m.uordblks + m.hblkhd) / 1024;
+}
 
 // The child: a target engine that reports its port and, on each byte from the parent,
 // one line of counters.
@@ -56,14 +65,14 @@ using testing::RawClient;
     const int n = std::snprintf(
         line, sizeof(line),
         "peers %llu evicted %llu, inbound conns refused %llu, statuses %llu dropped %llu, "
-        "split %llu expired %llu, served %llu\n",
+        "split %llu expired %llu, served %llu; heap in use %zu KiB\n",
         static_cast<unsigned long long>(s.peers), static_cast<unsigned long long>(s.peers_evicted),
         static_cast<unsigned long long>(s.connections_refused),
         static_cast<unsigned long long>(s.inbound_statuses),
         static_cast<unsigned long long>(s.inbound_statuses_dropped),
         static_cast<unsigned long long>(s.split_transfers),
         static_cast<unsigned long long>(s.split_transfers_expired),
-        static_cast<unsigned long long>(s.transfers_served));
+        static_cast<unsigned long long>(s.transfers_served), heap_kib());
     if (write(to_parent, line, static_cast<size_t>(n)) != n) {
       _exit(1);
     }

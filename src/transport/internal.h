@@ -143,8 +143,8 @@ struct Conn {
   ConnState state = ConnState::kConnecting;
   int inflight = 0;  // SQEs of this connection in the kernel
   int64_t since_ns = 0;
-  int64_t rx_ns = 0;  // when a receive last brought bytes (inbound: the idle timeout)
-  std::string name;   // for messages: "control to decode-0", "data 3 from prefill-1"
+  int64_t active_ns = 0;  // when a receive brought or a send moved bytes last (idle_timeout)
+  std::string name;       // for messages: "control to decode-0", "data 3 from prefill-1"
 
   std::unique_ptr<AuthState> auth;  // while an authenticated handshake runs
 
@@ -158,8 +158,8 @@ struct Conn {
   bool rx_busy = false;
   bool rx_driving = false;   // drive_rx is running for it
   bool rx_wait_all = false;  // the receive in flight waits for every byte asked
-  bool rx_held = false;      // not receiving: the peer does not read our answers (held_ns)
-  int64_t held_ns = 0;
+  bool rx_held = false;      // not receiving: the peer does not read our answers
+  int64_t held_ns = 0;       // when, while held, a send last moved bytes (or the hold began)
   msghdr rx_msg{};
   std::shared_ptr<OutOp> rx_out;  // read payload being received into initiator memory
   std::shared_ptr<InOp> rx_in;    // write payload being received into target memory

@@ -58,30 +58,65 @@ void Worker::tick() {
                         absl::StrFormat("no handshake within %d ms", handshake_limit / 1'000'000)));
     } else if (c->rx_held && now - c->held_ns > timeout) {
       close_conn(c,
-                 absl::ResourceExhaustedError(
-                     absl::StrFormat("its peer read none of %d bytes of answers for %d ms",
-                                     c->tx.frame_bytes(), timeout / 1'000'000)),
+                 absl::ResourceExhaustedError(absl::StrFormat(
+                     "its peer stopped reading: %d bytes of answers waited %d ms without a byte "
+                     "of them sent",
+                     c->tx.frame_bytes(), timeout / 1'000'000)),
                  true);
     } else if (c->rx.parked() && now - c->since_ns > timeout) {
       close_conn(c,
                  absl::DataLossError(
                      absl::StrFormat("data for request %d that never came", c->parked_seq)),
                  true);
-    } else if (crowded && !c->outbound && c->state == ConnState::kReady && c->peer != nullptr &&
-               now - c->rx_ns > idle_limit && c->peer->in_ops.empty() && c->tx.empty() &&
-               !c->tx.busy() && c->rx_in == nullptr) {
-      t_->counters.idle_closed.fetch_add(1, std::memory_order_relaxed);
-      close_conn(c, absl::UnavailableError(absl::StrFormat(
-                        "closed after %d ms idle, with over half of max_inbound_connections (%d) "
-                        "open",
-                        idle_limit / 1'000'000, e.max_inbound_connections)));
     }
+  }
+  if (crowded) {
+    close_idle_inbound(now, idle_limit);
   }
   for (auto& [key, up] : peers_) {
     initiator_.expire(up.get(), now);
     target_.expire(up.get(), now);
   }
   evict_idle_peers();
+}
+
+void Worker::close_idle_inbound(int64_t now, int64_t idle_limit) {
+  // A peer's inbound connections go together (closing one fails the others), so only a
+  // peer all of whose inbound connections are quiet loses them: nothing queued, sent or
+  // received for idle_limit, no payload or parked frame, and no transfer it asked for.
+  auto quiet = [&](const Conn* c) {
+    return c->state == ConnState::kReady && c->tx.empty() && !c->tx.busy() && c->rx_in == nullptr &&
+           !c->rx.parked() && !c->rx_held && now - c->active_ns > idle_limit;
+  };
+  const EngineConfig& e = t_->config.engine;
+  std::vector<Conn*> close;
+  for (auto& [key, up] : peers_) {
+    const Peer& p = *up;
+    if (!p.in_ops.empty() || !p.parked.empty()) {
+      continue;
+    }
+    std::vector<Conn*> in;
+    if (p.in_ctrl != nullptr) {
+      in.push_back(p.in_ctrl);
+    }
+    for (Conn* d : p.in_data) {
+      if (d != nullptr) {
+        in.push_back(d);
+      }
+    }
+    if (!in.empty() && std::ranges::all_of(in, quiet)) {
+      t_->counters.idle_closed.fetch_add(in.size(), std::memory_order_relaxed);
+      close.push_back(in.front());  // the rest go with it (fail_inbound)
+    }
+  }
+  for (Conn* c : close) {
+    if (c->state != ConnState::kClosing) {
+      close_conn(c, absl::UnavailableError(absl::StrFormat(
+                        "closed after %d ms idle, with over half of max_inbound_connections (%d) "
+                        "open",
+                        idle_limit / 1'000'000, e.max_inbound_connections)));
+    }
+  }
 }
 
 void Worker::evict_idle_peers() {

@@ -88,7 +88,7 @@ void Worker::on_recv(Conn* c, int32_t res) {
     return;
   }
   const size_t n = static_cast<size_t>(res);
-  c->rx_ns = now_ns();
+  c->active_ns = now_ns();
   if (c->rx_wait_all && n < c->rx.asked()) {
     t_->counters.short_recvs.fetch_add(1, std::memory_order_relaxed);
   }

@@ -232,6 +232,10 @@ void Worker::on_send(Conn* c, int32_t res, bool pinned) {
   if (static_cast<size_t>(res) < asked) {
     t_->counters.short_sends.fetch_add(1, std::memory_order_relaxed);
   }
+  if (res > 0) {
+    c->active_ns = now_ns();
+    c->held_ns = c->active_ns;  // a held connection's peer is reading: not stuck
+  }
   // The queue retires what this send finished before any of it is handled: handling an
   // item may queue frames on this connection and start its next send.
   // The vector's storage is reused from send to send (no allocation per completion);

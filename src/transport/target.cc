@@ -116,7 +116,7 @@ void Target::settle(const std::shared_ptr<InOp>& in) {
 }
 
 void Target::maybe_finish(Peer* p, const std::shared_ptr<InOp>& in) {
-  if (in->pending > 0 || p == nullptr) {
+  if (in->pending > 0 || in->receiving > 0 || p == nullptr) {
     return;
   }
   if (in->kind == wire::OpKind::kWrite && in->received < in->total) {
@@ -183,7 +183,7 @@ void Target::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
     return hostile(absl::StrFormat("data for request %d names transfer %d, not its write %d", seq,
                                    id, in->id));
   }
-  if (in->received + payload > in->total) {
+  if (in->coverage.claimed() + payload > in->total) {
     return hostile("more data than the request announced");
   }
   const bool place = !in->failed();
@@ -305,12 +305,14 @@ void Target::on_cancel(Conn* c, const wire::Cancel& x) {
   }
   const uint64_t announced = in->total;
   if (in->kind == wire::OpKind::kWrite) {
-    if (x.sent_bytes > in->total || x.sent_bytes < in->received) {
+    // Claimed bytes count frames that came, also those whose payload is still being
+    // received: a cancel below them would let the transfer finish under a receive.
+    if (x.sent_bytes > in->total || x.sent_bytes < in->coverage.claimed()) {
       w_.close_conn(c,
                     absl::DataLossError(absl::StrFormat(
-                        "cancel of transfer %d says %d bytes were sent: it announced %d and %d "
-                        "came already",
-                        in->id, x.sent_bytes, in->total, in->received)),
+                        "cancel of transfer %d says %d bytes were sent: it announced %d and "
+                        "frames for %d came already",
+                        in->id, x.sent_bytes, in->total, in->coverage.claimed())),
                     true);
       return;
     }

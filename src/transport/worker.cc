@@ -60,7 +60,7 @@ Conn* Worker::new_conn(int fd, bool outbound) {
   c->file = loop_->ring().install_file(fd);
   c->outbound = outbound;
   c->since_ns = now_ns();
-  c->rx_ns = c->since_ns;
+  c->active_ns = c->since_ns;
   live_conns.fetch_add(1, std::memory_order_relaxed);
   t_->counters.connections_opened.fetch_add(1, std::memory_order_relaxed);
   return c;

@@ -252,6 +252,9 @@ class Worker final : public ring::CompletionHandler {
   // no transfer and nothing in the kernel: an engine that said hello and left costs
   // nothing once its connections are gone (issue 11).
   void evict_idle_peers();
+  // Closes the inbound connections of peers all of whose inbound connections have been
+  // quiet for `idle_limit` ns (EngineConfig::idle_timeout, while crowded).
+  void close_idle_inbound(int64_t now, int64_t idle_limit);
 
   Transport::Impl* t_;
   int index_;

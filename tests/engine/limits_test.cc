@@ -292,6 +292,38 @@ TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
   EXPECT_TRUE((*again)->succeeded()) << (*again)->status();
   EXPECT_EQ(client->stats().connections_opened, opened);
   EXPECT_EQ(target->stats().idle_closed, idle_closed);
+
+  // Crowded again, a peer that reads keeps its connections: its data connections only
+  // send (read data), and its control connection is quiet between requests. Once, a
+  // data connection that received nothing for idle_timeout was closed, and with it
+  // every connection of that peer.
+  std::vector<std::unique_ptr<testing::RawClient>> more;
+  for (int i = 0; i < 3; ++i) {
+    auto c = std::make_unique<testing::RawClient>(port);
+    ASSERT_TRUE(c->connected());
+    ASSERT_TRUE(c->send_all(hello("again-" + std::to_string(i))));
+    std::vector<std::byte> ack(wire::hello_ack_frame_bytes(6, 0));
+    ASSERT_TRUE(c->recv_exact(ack.data(), ack.size(), 5000));
+    more.push_back(std::move(c));
+  }
+  std::vector<uint8_t> big(1 << 20, 5), back(1 << 20, 0);
+  const MemoryDesc mbig = *target->register_memory(big.data(), big.size());
+  const MemoryDesc mback = *client->register_memory(back.data(), back.size());
+  const auto r0 = std::chrono::steady_clock::now();
+  int failed = 0;
+  for (uint64_t id = 2000; std::chrono::steady_clock::now() - r0 < std::chrono::milliseconds(1500);
+       ++id) {
+    auto r = client->read(mback, 0, mbig, 0, big.size(), id);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->wait(std::chrono::seconds(5)));
+    failed += (*r)->failed() ? 1 : 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(failed, 0) << "reads failed while the target was crowded";
+  EXPECT_EQ(client->stats().connections_opened, opened);
+  for (auto& c : more) {
+    EXPECT_TRUE(c->wait_closed(5000)) << "an idle squatter is still connected";
+  }
 }
 
 // Transfers beyond the 8,192 in flight to one peer wait; beyond max_queued_transfers of

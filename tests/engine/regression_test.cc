@@ -427,6 +427,29 @@ TEST(Regression, ACancelFinishesAWriteAndALyingOneClosesTheConnection) {
   EXPECT_EQ(target->stats().hostile_frames, hostile_before + 3);
 }
 
+// A cancel must not claim fewer bytes than frames already announced, also while one of
+// their payloads is still being received: once, only finished payloads were compared,
+// so a cancel of 0 bytes let the write finish (its memory released) under a receive.
+TEST(Regression, ACancelBelowAPayloadStillArrivingClosesTheConnection) {
+  auto target = std::move(*Engine::create("target"));
+  constexpr uint32_t kMiB = 1 << 20;
+  std::vector<uint8_t> region(3 * kMiB, 0);
+  const MemoryDesc md = *target->register_memory(region.data(), region.size());
+  const uint16_t port = target->desc().port;
+  std::unique_ptr<testing::RawClient> ctrl = raw_peer(port, "mallory", wire::ChannelKind::kControl);
+  std::unique_ptr<testing::RawClient> data = raw_peer(port, "mallory", wire::ChannelKind::kData);
+  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
+  std::vector<std::byte> req(wire::request_frame_bytes(1));
+  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
+  ASSERT_TRUE(ctrl->send_all(req));
+  const std::vector<std::byte> some(4096, std::byte{0xEE});
+  ASSERT_TRUE(data->send_all(batch_frame(9, 1, 0, kMiB)) && data->send_all(some));
+  std::this_thread::sleep_for(milliseconds(200));
+  ASSERT_TRUE(ctrl->send_all(cancel_frame(9, 1, 0)));
+  EXPECT_TRUE(ctrl->wait_closed(5000))
+      << "a cancel of 0 bytes was taken while 1 MiB of the write was being received";
+}
+
 // The initiator's side of the same mistake: a connection that placed read data and then
 // drops data of another, finished read took the dropped bytes for the first read's, and
 // reported the read done while its data connection was still receiving into it.

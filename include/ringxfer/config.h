@@ -95,10 +95,11 @@ struct EngineConfig {
   // An accepted connection that has not finished its handshake within this is closed.
   // 1 ms..1 hour.
   std::chrono::milliseconds handshake_timeout{5000};
-  // While more than half of max_inbound_connections are open, an inbound connection
-  // that has received nothing for this long and carries no transfer is closed: idle
-  // connections cannot hold every slot (the engine that opened one reconnects when it
-  // next sends). Below that, idle connections stay. 1 ms..1 day.
+  // While more than half of max_inbound_connections are open, the inbound connections of
+  // a peer that has asked for nothing, and on none of whose connections a byte moved
+  // either way for this long, are closed: idle connections cannot hold every slot (the
+  // engine that opened them reconnects when it next sends). Below that, idle
+  // connections stay. 1 ms..1 day.
   std::chrono::milliseconds idle_timeout{60'000};
   // Inbound statuses (Engine::pop_inbound_status) kept unread, all peers together;
   // beyond it the oldest is dropped. 1..2^24.

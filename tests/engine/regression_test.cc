@@ -305,6 +305,29 @@ std::vector<std::byte> batch_frame(uint64_t id, uint32_t seq, uint64_t offset, u
   return b;
 }
 
+constexpr uint32_t kMiB = 1 << 20;
+
+// A target engine with a 3 MiB region, and a raw initiator ("mallory") with a control
+// and a data connection that has sent the request for a write of the whole region
+// (transfer 9, request sequence 1): the test sends its frames byte by byte.
+struct RawWrite {
+  std::unique_ptr<Engine> target;
+  std::vector<uint8_t> region = std::vector<uint8_t>(3 * kMiB, 0);
+  MemoryDesc md;
+  std::unique_ptr<testing::RawClient> ctrl, data;
+  explicit RawWrite(const EngineConfig& cfg) {
+    target = std::move(*Engine::create("target", cfg));
+    md = *target->register_memory(region.data(), region.size());
+    const uint16_t port = target->desc().port;
+    ctrl = raw_peer(port, "mallory", wire::ChannelKind::kControl);
+    data = raw_peer(port, "mallory", wire::ChannelKind::kData);
+    const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
+    std::vector<std::byte> req(wire::request_frame_bytes(1));
+    EXPECT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
+    EXPECT_TRUE(ctrl->send_all(req));
+  }
+};
+
 // A connection that has placed payload of a write and then drops payload of it (the
 // write failed) must not count that as the end of a receive another connection still
 // has in the region. It once did: the connection kept a pointer to the write after its
@@ -315,17 +338,11 @@ TEST(Regression, DeregistrationWaitsForEveryConnectionStillReceivingAWrite) {
   EngineConfig cfg;
   cfg.rings = 1;
   cfg.timeout = seconds(20);
-  auto target = std::move(*Engine::create("target", cfg));
-  constexpr uint32_t kMiB = 1 << 20;
-  std::vector<uint8_t> region(3 * kMiB, 0);
-  const MemoryDesc md = *target->register_memory(region.data(), region.size());
-  const uint16_t port = target->desc().port;
-  std::unique_ptr<testing::RawClient> ctrl = raw_peer(port, "mallory", wire::ChannelKind::kControl);
-  std::unique_ptr<testing::RawClient> data = raw_peer(port, "mallory", wire::ChannelKind::kData);
-  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
-  std::vector<std::byte> req(wire::request_frame_bytes(1));
-  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
-  ASSERT_TRUE(ctrl->send_all(req));
+  RawWrite w(cfg);
+  std::unique_ptr<Engine>& target = w.target;  // lambdas below capture these (not bindings)
+  std::vector<uint8_t>& region = w.region;
+  const MemoryDesc& md = w.md;
+  std::unique_ptr<testing::RawClient>&ctrl = w.ctrl, &data = w.data;
   const std::vector<std::byte> mib(kMiB, std::byte{0xEE});
   // The first MiB whole on the control connection...
   ASSERT_TRUE(ctrl->send_all(batch_frame(9, 1, 0, kMiB)) && ctrl->send_all(mib));
@@ -385,7 +402,6 @@ std::vector<std::byte> cancel_frame(uint64_t id, uint32_t seq, uint64_t sent) {
 // hostile.
 TEST(Regression, ACancelFinishesAWriteAndALyingOneClosesTheConnection) {
   auto target = std::move(*Engine::create("target"));
-  constexpr uint32_t kMiB = 1 << 20;
   std::vector<uint8_t> region(3 * kMiB, 0);
   const MemoryDesc md = *target->register_memory(region.data(), region.size());
   const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
@@ -431,17 +447,8 @@ TEST(Regression, ACancelFinishesAWriteAndALyingOneClosesTheConnection) {
 // their payloads is still being received: once, only finished payloads were compared,
 // so a cancel of 0 bytes let the write finish (its memory released) under a receive.
 TEST(Regression, ACancelBelowAPayloadStillArrivingClosesTheConnection) {
-  auto target = std::move(*Engine::create("target"));
-  constexpr uint32_t kMiB = 1 << 20;
-  std::vector<uint8_t> region(3 * kMiB, 0);
-  const MemoryDesc md = *target->register_memory(region.data(), region.size());
-  const uint16_t port = target->desc().port;
-  std::unique_ptr<testing::RawClient> ctrl = raw_peer(port, "mallory", wire::ChannelKind::kControl);
-  std::unique_ptr<testing::RawClient> data = raw_peer(port, "mallory", wire::ChannelKind::kData);
-  const std::vector<wire::Segment> segs = {{md.id, md.rkey, 0, region.size()}};
-  std::vector<std::byte> req(wire::request_frame_bytes(1));
-  ASSERT_TRUE(wire::encode_request(wire::OpKind::kWrite, 9, segs, req, 0, /*seq=*/1).ok());
-  ASSERT_TRUE(ctrl->send_all(req));
+  RawWrite w{EngineConfig{}};
+  std::unique_ptr<testing::RawClient>&ctrl = w.ctrl, &data = w.data;
   const std::vector<std::byte> some(4096, std::byte{0xEE});
   ASSERT_TRUE(data->send_all(batch_frame(9, 1, 0, kMiB)) && data->send_all(some));
   std::this_thread::sleep_for(milliseconds(200));

@@ -8,6 +8,7 @@ RX_PACKAGES=(
   pybind11-dev python3-dev
   clang libclang-rt-14-dev clang-tidy
   python3-numpy python3-pytest python3-torch python3-mesonpy python3-venv python3-pip patchelf
+  libamdhip64-dev
   iperf3 iproute2 nftables
 )
 

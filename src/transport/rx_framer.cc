@@ -53,7 +53,9 @@ RxFramer::Event RxFramer::step() {
       case State::kDiscard:
         consume_buffered();
         if (left_ > 0) {
-          return Event::kNeedMore;
+          // A part's destinations are full: the handler says where the rest goes.
+          return state_ == State::kPayload && dest_pos_ == dest_.size() ? Event::kPartDone
+                                                                        : Event::kNeedMore;
         }
         state_ = State::kFrame;
         return Event::kPayloadDone;
@@ -132,6 +134,7 @@ RxFramer::Target RxFramer::next() {
       break;
     }
     case State::kPayload: {
+      RX_CHECK_MSG(dest_pos_ < dest_.size(), "a receive into a part that is full");
       const size_t n = std::min(dest_.size() - dest_pos_, kIovMax);
       t.iov = std::span<iovec>(dest_.data() + dest_pos_, n);
       t.wait_all = true;
@@ -200,6 +203,13 @@ void RxFramer::payload_to(std::vector<iovec> dest) {
   state_ = State::kPayload;
 }
 
+void RxFramer::payload_more(std::vector<iovec> dest) {
+  RX_CHECK_MSG(state_ == State::kPayload && dest_pos_ == dest_.size() && left_ > 0,
+               "payload_more without a part done");
+  dest_ = std::move(dest);
+  dest_pos_ = 0;
+}
+
 void RxFramer::discard_payload() {
   begin_payload();
   dest_.clear();
@@ -222,6 +232,9 @@ void RxFramer::consume_buffered() {
   while (left_ > 0 && pos_ < end_) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(left_, end_ - pos_));
     if (state_ == State::kPayload) {
+      if (dest_pos_ == dest_.size()) {
+        return;  // the part is full: the rest waits in the buffer for the next
+      }
       iovec& v = dest_[dest_pos_];
       n = std::min(n, v.iov_len);
 #ifdef RX_TSAN

@@ -31,6 +31,8 @@ class RxFramer {
     kNeedMore,     // receive into next(), then received()
     kFrame,        // header() and body() hold a whole frame: handle it
     kPayloadDone,  // the payload of the last frame is placed (or dropped)
+    kPartDone,     // the destinations given are full and more payload follows:
+                   // payload_more() says where it goes
     kParked,       // park()ed: nothing happens until resume()
     kBad,          // the bytes are not a frame: bad_reason() says why
   };
@@ -85,8 +87,13 @@ class RxFramer {
   }
   // After kFrame whose header has payload_bytes > 0, the handler does one of these
   // (or the connection closes): the payload goes to `dest` (its lengths sum to the
-  // payload), is dropped, or the frame waits (resume() delivers it again).
+  // payload, or to less: then kPartDone comes when they are full), is dropped, or the
+  // frame waits (resume() delivers it again).
   void payload_to(std::vector<iovec> dest);
+  // After kPartDone: the next part of the payload goes to `dest` (at most what is left).
+  void payload_more(std::vector<iovec> dest);
+  // Payload bytes of the current frame not yet placed or dropped.
+  uint64_t payload_left() const noexcept { return left_; }
   void discard_payload();
   void park() noexcept;
   void resume() noexcept;

@@ -51,10 +51,23 @@ struct Seen {
 
 // Feeds `stream` to a framer, each receive returning at most `cut` bytes (and never more
 // than the framer asked for), places payloads of frames with an even transfer id and
-// drops the others. Returns false if the framer got stuck or reported a bad frame.
-bool run(RxFramer& f, const Bytes& stream, size_t cut, Seen& seen, std::string* bad = nullptr) {
+// drops the others. With `part` > 0 a placed payload goes through one buffer of `part`
+// bytes, part after part (as GPU staging receives through a slab). Returns false if the
+// framer got stuck or reported a bad frame.
+bool run(RxFramer& f, const Bytes& stream, size_t cut, Seen& seen, std::string* bad = nullptr,
+         size_t part = 0) {
   size_t at = 0;
   std::vector<Bytes> dest_store;
+  Bytes slab(part);
+  size_t given = 0;  // bytes of `slab` the part in progress covers
+  auto next_part = [&] {
+    given = static_cast<size_t>(std::min<uint64_t>(part, f.payload_left()));
+    return std::vector<iovec>{iovec{slab.data(), given}};
+  };
+  auto take_part = [&] {
+    dest_store.back().insert(dest_store.back().end(), slab.begin(),
+                             slab.begin() + static_cast<std::ptrdiff_t>(given));
+  };
   for (int guard = 0; guard < 100000; ++guard) {
     const Event e = f.step();
     switch (e) {
@@ -64,7 +77,11 @@ bool run(RxFramer& f, const Bytes& stream, size_t cut, Seen& seen, std::string* 
                               std::to_string(h.body_bytes) + "/" + std::to_string(h.payload_bytes));
         if (h.payload_bytes > 0) {
           const uint64_t id = wire::detail::load_le<uint64_t>(f.body().data());
-          if (id % 2 == 0) {
+          if (id % 2 == 0 && part > 0) {
+            dest_store.emplace_back();
+            given = static_cast<size_t>(std::min<uint64_t>(part, h.payload_bytes));
+            f.payload_to({iovec{slab.data(), given}});
+          } else if (id % 2 == 0) {
             // Two destinations, to cross an iovec boundary.
             dest_store.emplace_back(h.payload_bytes);
             Bytes& d = dest_store.back();
@@ -76,8 +93,18 @@ bool run(RxFramer& f, const Bytes& stream, size_t cut, Seen& seen, std::string* 
         }
         break;
       }
+      case Event::kPartDone:
+        if (part == 0) {
+          return false;
+        }
+        take_part();
+        f.payload_more(next_part());
+        break;
       case Event::kPayloadDone:
-        if (f.placed()) {
+        if (f.placed() && part > 0) {
+          take_part();
+          seen.payloads.push_back(dest_store.back());
+        } else if (f.placed()) {
           seen.payloads.push_back(dest_store.back());
         } else {
           seen.payloads.push_back(Bytes{});
@@ -141,6 +168,33 @@ TEST(RxFramer, EveryStreamCutAtEveryLengthGivesTheSameFramesInBothModes) {
       EXPECT_EQ(seen.payloads, want.payloads);
       if (!read_ahead) {
         EXPECT_EQ(f.copied_bytes(), 0u) << "exact mode copied payload";
+      }
+    }
+  }
+}
+
+TEST(RxFramer, APayloadPlacedPartByPartThroughOneBufferArrivesWhole) {
+  // GPU staging receives a payload larger than a slab into the slab, part after part.
+  Bytes stream;
+  for (const Bytes& b : {data(2, 100, 0x10), completion(3), batch(4, 7, 9, 0x20), data(5, 33, 1),
+                         data(8, 1, 0x30), data(10, 64, 0x40)}) {
+    stream.insert(stream.end(), b.begin(), b.end());
+  }
+  Seen want;
+  {
+    RxFramer f(true, 0);
+    ASSERT_TRUE(run(f, stream, stream.size(), want));
+  }
+  for (size_t part : {1, 3, 16, 64, 200}) {
+    for (bool read_ahead : {true, false}) {
+      for (size_t cut : {size_t{1}, size_t{5}, size_t{37}, stream.size()}) {
+        SCOPED_TRACE("part " + std::to_string(part) + (read_ahead ? " read-ahead" : " exact") +
+                     ", cut " + std::to_string(cut));
+        RxFramer f(read_ahead, read_ahead ? 0 : 40);
+        Seen seen;
+        ASSERT_TRUE(run(f, stream, cut, seen, nullptr, part));
+        EXPECT_EQ(seen.frames, want.frames);
+        EXPECT_EQ(seen.payloads, want.payloads);
       }
     }
   }

@@ -68,6 +68,14 @@ struct EngineConfig {
   // spares the waiter a futex sleep and wake-up, for some CPU while waiting. 0 sleeps at
   // once. 0..10 ms.
   std::chrono::microseconds wait_spin{100};
+  // GPU staging (README, "GPU memory"): GPU memory is sent and received through pinned
+  // host slabs, a pool of `staging_slabs` slabs of `staging_slab_bytes` per device and
+  // direction, made when GPU memory of that device is first registered and registered
+  // with every ring as fixed buffers. A chunk of a GPU transfer is at most one slab, so
+  // the slab also bounds the inline size: staging_slab_bytes must be at least
+  // min(stripe_threshold_bytes, 64 MiB). 64 KiB..1 GiB; 2..1024 slabs.
+  uint64_t staging_slab_bytes = 4 << 20;
+  int staging_slabs = 16;
   // Submission queue entries per ring. 16..32768, a power of two.
   unsigned ring_entries = 512;
   // A kernel thread polls each ring's submission queue (IORING_SETUP_SQPOLL).

@@ -59,6 +59,11 @@ struct EngineStats {
   uint64_t peers = 0;
   uint64_t peers_evicted = 0;
   uint64_t idle_closed = 0;  // inbound connections closed by idle_timeout
+  // GPU staging: copy batches between slabs and device memory, waits for a free slab,
+  // and copies that failed (each failed its transfer).
+  uint64_t staged_copies = 0;
+  uint64_t staging_waits = 0;
+  uint64_t staging_failures = 0;
   // Inbound statuses kept unread now (gauge), and those dropped for room
   // (max_inbound_statuses); split transfers open now (gauge), and those recorded as
   // failed because their parts stopped coming or for room (max_split_transfers).

@@ -21,6 +21,10 @@ namespace ringxfer {
 
 enum class TransferState : uint8_t { kInit = 0, kInProgress = 1, kSucceeded = 2, kFailed = 3 };
 
+// A transfer whose copy to or from GPU memory failed (on either engine) fails with
+// kInternal and a message that starts with this (Python: StatusCode.ERR_GPU_OP).
+inline constexpr char kGpuCopyFailed[] = "GPU copy";
+
 // Codes a failed transfer carries (absl canonical codes):
 //   kInvalidArgument    a bad argument (reported at the call, never on a status)
 //   kNotFound           the remote memory id is not registered there

@@ -1,4 +1,7 @@
 #include "ringxfer/config.h"
+
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
@@ -47,6 +50,15 @@ absl::Status EngineConfig::validate() const {
   RX_CHECK_FIELD(
       range<uint64_t>("zerocopy_threshold_bytes", zerocopy_threshold_bytes, 0, uint64_t{1} << 30));
   RX_CHECK_FIELD(range<unsigned>("ring_entries", ring_entries, 16, 32768));
+  RX_CHECK_FIELD(
+      range<uint64_t>("staging_slab_bytes", staging_slab_bytes, 64 << 10, uint64_t{1} << 30));
+  RX_CHECK_FIELD(range<int>("staging_slabs", staging_slabs, 2, 1024));
+  if (staging_slab_bytes < std::min<uint64_t>(stripe_threshold_bytes, uint64_t{64} << 20)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "EngineConfig.staging_slab_bytes = %d is below stripe_threshold_bytes = %d: a GPU "
+        "transfer that travels inline must fit one slab",
+        staging_slab_bytes, stripe_threshold_bytes));
+  }
   RX_CHECK_FIELD(range<int64_t>("wait_spin (us)", wait_spin.count(), 0, 10'000));
   if ((ring_entries & (ring_entries - 1)) != 0) {
     return absl::InvalidArgumentError(

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
 #include "base/status_macros.h"
@@ -153,13 +154,44 @@ absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
     rights.allowed_engines = std::make_shared<const absl::flat_hash_set<std::string>>(
         access.allowed_engines.begin(), access.allowed_engines.end());
   }
-  if (location == MemoryLocation::kGpu) {
-    return absl::UnimplementedError(
-        "register_memory: GPU memory needs the GPU staging path, which this build does not have "
-        "yet");
+  if (ptr == nullptr || size == 0) {
+    // The registry says what is wrong.
+  } else if (location == MemoryLocation::kGpu) {
+    // Staged through pinned slabs; the runtime is loaded at the first GPU registration.
+    if (absl::Status st = impl_->transport->prepare_gpu(device_id); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("register_memory: ", st.message()));
+    }
+    const std::shared_ptr<memory::GpuRuntime> rt = impl_->transport->gpu_runtime();
+    const auto* first = static_cast<const std::byte*>(ptr);
+    for (const void* at :
+         {static_cast<const void*>(first), static_cast<const void*>(first + size - 1)}) {
+      const memory::PointerInfo pi = rt->pointer_info(at);
+      if (pi.kind != memory::PointerKind::kDevice && pi.kind != memory::PointerKind::kManaged) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "register_memory: [%p, +%d) is not memory of GPU %d according to %s: register host "
+            "memory as MemoryLocation::kCpu",
+            ptr, size, device_id, rt->describe()));
+      }
+      if (pi.device != device_id) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("register_memory: %p is memory of GPU %d, not of device_id %d", at,
+                            pi.device, device_id));
+      }
+    }
+  } else if (const std::shared_ptr<memory::GpuRuntime> rt = memory::GpuRuntime::loaded()) {
+    // A device pointer registered as host memory would fault in the kernel's copy (or
+    // worse): refused where the runtime can tell.
+    const memory::PointerInfo pi = rt->pointer_info(ptr);
+    if (pi.kind == memory::PointerKind::kDevice) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("register_memory: %p is memory of GPU %d, registered as host memory: use "
+                          "MemoryLocation::kGpu with device_id %d",
+                          ptr, pi.device, pi.device));
+    }
   }
-  absl::StatusOr<memory::Region> r =
-      impl_->registry.add(ptr, size, memory::Location::kCpu, device_id, std::move(rights));
+  absl::StatusOr<memory::Region> r = impl_->registry.add(
+      ptr, size, location == MemoryLocation::kGpu ? memory::Location::kGpu : memory::Location::kCpu,
+      location == MemoryLocation::kGpu ? device_id : -1, std::move(rights));
   if (!r.ok()) {
     return r.status();
   }
@@ -283,6 +315,9 @@ EngineStats Engine::stats() const {
   s.peers = c.peers.load();
   s.peers_evicted = c.peers_evicted.load();
   s.idle_closed = c.idle_closed.load();
+  s.staged_copies = c.staged_copies.load();
+  s.staging_waits = c.staging_waits.load();
+  s.staging_failures = c.staging_failures.load();
   s.access_denied = c.access_denied.load();
   s.zerocopy_fixed_sends = c.zerocopy_fixed_sends.load();
   s.fixed_buffers = c.fixed_buffers.load();

@@ -84,7 +84,7 @@ class EngineImpl {
       while (off < pc.length) {
         const uint64_t len = std::min(pc.length - off, room);
         out[part].push_back(transport::Piece{pc.local + off, pc.remote_id, pc.remote_key,
-                                             pc.remote_offset + off, len});
+                                             pc.remote_offset + off, len, pc.device});
         off += len;
         room -= len;
         if (room == 0 && part + 1 < out.size()) {
@@ -99,8 +99,9 @@ class EngineImpl {
 
   // Checks one transfer's arguments; nothing is sent when this fails. With `pin`, the
   // local region is held there (deregistration waits for it).
+  // `device` (if given) is set to the local region's GPU, or -1 for host memory.
   absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote,
-                          std::optional<memory::Pin>* pin = nullptr) {
+                          std::optional<memory::Pin>* pin = nullptr, int16_t* device = nullptr) {
     if (local.engine_key != desc.key) {
       return absl::InvalidArgumentError(
           absl::StrFormat("local memory %d belongs to engine %s, not to this engine %s", local.id,
@@ -124,9 +125,14 @@ class EngineImpl {
       return absl::InvalidArgumentError(
           absl::StrFormat("local memory descriptor %d does not match its registration", local.id));
     }
-    if (local.location == MemoryLocation::kGpu || remote.location == MemoryLocation::kGpu) {
-      return absl::UnimplementedError(
-          "GPU memory transfers need the GPU staging path, which this build does not have yet");
+    if (r->location != static_cast<memory::Location>(local.location) ||
+        (r->location == memory::Location::kGpu && r->device != local.device_id)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "local memory descriptor %d does not match its registration (location or device)",
+          local.id));
+    }
+    if (device != nullptr) {
+      *device = r->location == memory::Location::kGpu ? static_cast<int16_t>(r->device) : -1;
     }
     std::lock_guard lock(mu);
     if (!remotes.contains(remote.engine_key)) {
@@ -153,7 +159,8 @@ class EngineImpl {
                                                         verb, sizes.size(), wire::kSegmentsMax));
     }
     std::optional<memory::Pin> pin;
-    if (absl::Status st = check_pair(local, remote, &pin); !st.ok()) {
+    int16_t device = -1;
+    if (absl::Status st = check_pair(local, remote, &pin, &device); !st.ok()) {
       return st;
     }
     std::vector<transport::Piece> pieces;
@@ -185,7 +192,7 @@ class EngineImpl {
       total += n;
       pieces.push_back(
           transport::Piece{reinterpret_cast<std::byte*>(local.address) + local_offsets[i],
-                           remote.id, remote.rkey, remote_offsets[i], n});
+                           remote.id, remote.rkey, remote_offsets[i], n, device});
     }
     auto status = std::make_shared<TransferStatus>(id, config.wait_spin);
     status->set_in_progress();

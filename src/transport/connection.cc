@@ -228,6 +228,7 @@ void Worker::maybe_release(Conn* c) {
     for (SendItem& item : dropped) {
       item_done(item, false);
     }
+    detach_rx_stage(c, true);  // after its copies in flight, if any
     if (c->rx_out != nullptr) {
       std::shared_ptr<OutOp> op = std::move(c->rx_out);
       initiator_.on_payload(op, 0);

@@ -95,11 +95,17 @@ void Initiator::launch(Peer* p, std::shared_ptr<OutOp> op) {
   w_.enqueue(p->out_ctrl, std::move(request));
   if (op->kind == wire::OpKind::kWrite) {
     std::vector<iovec> local;
+    std::vector<int16_t> devs;
     local.reserve(op->pieces.size());
+    const bool gpu =
+        std::ranges::any_of(op->pieces, [](const Piece& pc) { return pc.device >= 0; });
     for (const Piece& pc : op->pieces) {
       local.push_back(iovec{pc.local, pc.length});
+      if (gpu) {
+        devs.push_back(pc.device);
+      }
     }
-    w_.send_data(p, true, op, nullptr, local, op->id, op->seq);
+    w_.send_data(p, true, op, nullptr, local, devs, op->id, op->seq);
   }
   w_.pump_tx(p->out_ctrl);
 }
@@ -200,7 +206,9 @@ void Initiator::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
     return hostile("read data beyond the requested size");
   }
   std::vector<iovec> dest;
+  std::vector<int16_t> devs;  // filled only when some destination is GPU memory
   dest.reserve(entries.size());
+  bool gpu = false;
   for (const wire::BatchEntry e : entries) {
     if (e.segment >= op->pieces.size() || e.offset + e.length > op->pieces[e.segment].length) {
       return hostile("read data outside the requested range");
@@ -209,10 +217,17 @@ void Initiator::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload,
       return hostile("read data for bytes that were already received");
     }
     dest.push_back(iovec{op->pieces[e.segment].local + e.offset, e.length});
+    gpu |= op->pieces[e.segment].device >= 0;
+  }
+  if (gpu) {
+    devs.reserve(entries.size());
+    for (const wire::BatchEntry e : entries) {
+      devs.push_back(op->pieces[e.segment].device);
+    }
   }
   ++op->pending;
   c->rx_out = op;
-  w_.start_payload(c, std::move(dest), payload);
+  w_.start_payload(c, std::move(dest), payload, std::move(devs));
 }
 
 template void Initiator::on_data(Conn*, uint64_t, uint32_t, uint64_t,
@@ -283,38 +298,51 @@ void Initiator::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {
   if (outs.empty()) {
     return;
   }
-  std::vector<Conn*> conns = p->out_data;
-  conns.push_back(p->out_ctrl);
   for (auto& op : outs) {
-    const absl::Status why = absl::FailedPreconditionError(
-        absl::StrFormat("local memory %d was deregistered during transfer %d", id, op->id));
-    fail(op, why);
-    // Frames not yet started never go; those in the kernel finish first.
-    const uint64_t dropped =
-        w_.drop_unstarted(conns, [&op](const SendItem& item) { return item.out == op; });
-    if (op->seq == 0 || !p->out_ops.contains(op->seq)) {
-      continue;  // still in the backlog: nothing of it was queued
-    }
-    const bool none_sent = op->kind == wire::OpKind::kRead || dropped == op->total;
-    bool request_dropped = false;
-    if (none_sent) {
-      // Nothing of it reached the target yet: its request need not either.
-      w_.drop_unstarted({p->out_ctrl}, [&](const SendItem& item) {
-        const bool mine = item.request_seq == op->seq;
-        request_dropped |= mine;
-        return mine;
-      });
-    }
-    if (!request_dropped && (op->kind == wire::OpKind::kRead || dropped > 0)) {
-      // The target knows the transfer: tell it to stop serving a read, or how much of a
-      // write it will get, so it finishes the transfer now instead of at its deadline.
-      w_.queue_cancel(p->out_ctrl, *op, op->total - dropped, why);
-    }
+    stop(p, op,
+         absl::FailedPreconditionError(
+             absl::StrFormat("local memory %d was deregistered during transfer %d", id, op->id)));
   }
   finish_failed_backlog(p);
   for (auto& op : outs) {
     settle(op);
   }
+}
+
+void Initiator::stop(Peer* p, const std::shared_ptr<OutOp>& op, const absl::Status& why) {
+  fail(op, why);
+  std::vector<Conn*> conns = p->out_data;
+  conns.push_back(p->out_ctrl);
+  // Frames not yet started never go; those in the kernel finish first.
+  const uint64_t dropped =
+      w_.drop_unstarted(conns, [&op](const SendItem& item) { return item.out == op; });
+  if (op->seq == 0 || !p->out_ops.contains(op->seq)) {
+    return;  // still in the backlog: nothing of it was queued
+  }
+  const bool none_sent = op->kind == wire::OpKind::kRead || dropped == op->total;
+  bool request_dropped = false;
+  if (none_sent) {
+    // Nothing of it reached the target yet: its request need not either.
+    w_.drop_unstarted({p->out_ctrl}, [&](const SendItem& item) {
+      const bool mine = item.request_seq == op->seq;
+      request_dropped |= mine;
+      return mine;
+    });
+  }
+  if (!request_dropped && (op->kind == wire::OpKind::kRead || dropped > 0)) {
+    // The target knows the transfer: tell it to stop serving a read, or how much of a
+    // write it will get, so it finishes the transfer now instead of at its deadline.
+    w_.queue_cancel(p->out_ctrl, *op, op->total - dropped, why);
+  }
+}
+
+void Initiator::abort(const std::shared_ptr<OutOp>& op, const absl::Status& why) {
+  Peer* p = op->peer;
+  if (op->phase != Phase::kActive || p == nullptr) {
+    return;
+  }
+  stop(p, op, why);
+  settle(op);
 }
 
 void Initiator::abandon(Peer* p) {

@@ -44,6 +44,9 @@ class Initiator {
   // Moves `op` to kFailed (first cause wins); it finishes once nothing of it is in the
   // kernel.
   void fail(const std::shared_ptr<detail::OutOp>& op, const absl::Status& why);
+  // Stops an active `op` now (a GPU copy of its data failed): its frames not yet sent
+  // are dropped, the target is told, and it finishes once nothing of it is in the kernel.
+  void abort(const std::shared_ptr<detail::OutOp>& op, const absl::Status& why);
 
   // Per peer: fail every transfer (its connections are gone), fail those past their
   // deadline, fail those that use a deregistered region, or (the loop has stopped)
@@ -55,6 +58,9 @@ class Initiator {
 
  private:
   void launch(detail::Peer* p, std::shared_ptr<detail::OutOp> op);
+  // Fails `op`, drops its frames not yet sent and tells the target how much of it
+  // comes (a Cancel), without settling it.
+  void stop(detail::Peer* p, const std::shared_ptr<detail::OutOp>& op, const absl::Status& why);
   // Finishes backlog entries that failed before they were launched.
   void finish_failed_backlog(detail::Peer* p);
 

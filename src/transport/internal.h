@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "auth/proof.h"
+#include "memory/staging.h"
 #include "transport/coverage.h"
 #include "transport/rx_framer.h"
 #include "transport/transport.h"
@@ -80,15 +81,68 @@ struct OutOp : Transfer {
   std::vector<Piece> pieces;
   DoneFn done;
   bool remote_done = false;  // the target's completion came
+  // GPU source: the caller's stream whose work queued before the transfer started must
+  // finish before its memory is copied (null: none).
+  memory::GpuStream after = nullptr;
 };
 
 // A transfer another engine made to or from this engine's memory.
 struct InOp : Transfer {
   std::vector<iovec> segments;    // resolved local ranges, in request order
+  std::vector<int16_t> devices;   // each segment's GPU, -1 for host memory; empty: all host
   std::vector<uint64_t> lengths;  // the request's segment lengths (also when unresolved)
   int receiving = 0;              // write: payload receives into its memory in progress
   bool reported = false;          // the inbound status was recorded
   bool completion_sent = false;   // the completion frame was queued
+};
+
+// A send item's payload in GPU memory, copied into a pinned slab before it goes
+// (staging.cc). Held by the item, by copies in flight into its slab and by a zero-copy
+// send's notification; the slab goes back to its pool with the last of them.
+struct StagedSend : Staged {
+  ~StagedSend() override {
+    if (slab != nullptr) {
+      pool->release(slab);
+    }
+  }
+  struct Source {
+    const std::byte* at = nullptr;
+    uint64_t bytes = 0;
+    int16_t device = -1;  // -1: host memory (copied by the ring thread)
+  };
+  memory::SlabPool* pool = nullptr;
+  memory::Slab* slab = nullptr;
+  std::vector<Source> sources;  // in payload order
+  memory::GpuStream after = nullptr;
+  int copies = 0;  // copy batches in flight
+  absl::Status status;
+  uint32_t conn_slot = 0;  // the connection whose queue holds the item
+  uint16_t conn_gen = 0;
+  std::weak_ptr<OutOp> out;  // the transfer to fail when a copy fails
+  std::weak_ptr<InOp> in;
+};
+
+// A payload being received into GPU memory through slabs of one pool, part after part:
+// each part lands in a slab, then is copied to its destinations. The payload counts as
+// received (or lost) only once the framer is done with it and no copy is in flight.
+struct RxStage {
+  std::vector<iovec> dest;    // the payload's destinations, in order
+  std::vector<int16_t> devs;  // each one's GPU, or -1
+  size_t at = 0;              // the destination the next part starts in
+  uint64_t at_off = 0;        // and how far into it
+  uint64_t unassigned = 0;    // payload bytes no part was given yet
+  uint64_t bytes = 0;         // the whole payload
+  memory::SlabPool* pool = nullptr;
+  memory::Slab* slab = nullptr;  // the part being received
+  uint64_t part = 0;             // its bytes
+  bool started = false;          // the framer was given the first part
+  int copies = 0;                // copy batches in flight
+  bool framer_done = false;
+  bool lost = false;  // the connection closed before the payload was whole
+  bool finished = false;
+  absl::Status status;         // a copy failed
+  std::shared_ptr<OutOp> out;  // once the framer let go of the payload
+  std::shared_ptr<InOp> in;
 };
 
 enum class ConnState : uint8_t { kConnecting, kHandshake, kReady, kClosing };
@@ -161,9 +215,11 @@ struct Conn {
   bool rx_held = false;      // not receiving: the peer does not read our answers
   int64_t held_ns = 0;       // when, while held, a send last moved bytes (or the hold began)
   msghdr rx_msg{};
-  std::shared_ptr<OutOp> rx_out;  // read payload being received into initiator memory
-  std::shared_ptr<InOp> rx_in;    // write payload being received into target memory
-  uint32_t parked_seq = 0;        // the request a parked (or discarding) data frame waits for
+  std::shared_ptr<OutOp> rx_out;      // read payload being received into initiator memory
+  std::shared_ptr<InOp> rx_in;        // write payload being received into target memory
+  std::shared_ptr<RxStage> rx_stage;  // the payload goes to GPU memory through slabs
+  bool rx_wait_slab = false;          // its next part waits for a slab
+  uint32_t parked_seq = 0;            // the request a parked (or discarding) data frame waits for
 };
 
 struct Peer {

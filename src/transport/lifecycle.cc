@@ -169,6 +169,9 @@ void Worker::fence(const memory::RegionUse* use, uint64_t id) {
 void Worker::shutdown() {
   reclaim();
   stopping_ = true;
+  if (t_->staging) {
+    t_->staging->cancel_waiters(owner_id());  // grants to this ring would come too late
+  }
   if (listen_fd_ >= 0) {
     loop_->ring().cancel_fd(listen_fd_);
   }

@@ -24,12 +24,19 @@ void Worker::drive_rx(Conn* c) {
   c->rx_driving = true;
   // A handler may close the connection, or (a hello) hand its socket to another ring.
   // A proven connection waits to be handed over: what follows belongs to another ring.
-  while (c->fd >= 0 && c->state != ConnState::kClosing && !(c->auth && c->auth->proven)) {
+  // A staged payload's next part may wait for a slab: its grant drives it again.
+  while (c->fd >= 0 && c->state != ConnState::kClosing && !(c->auth && c->auth->proven) &&
+         !c->rx_wait_slab) {
     const RxFramer::Event e = c->rx.step();
     if (e == RxFramer::Event::kFrame) {
       on_frame(c);
     } else if (e == RxFramer::Event::kPayloadDone) {
       on_payload_done(c);
+    } else if (e == RxFramer::Event::kPartDone) {
+      // A part of a payload bound for GPU memory filled its slab: copy it out, and the
+      // next part goes to another slab meanwhile.
+      part_landed(c);
+      request_rx_slab(c);
     } else if (e == RxFramer::Event::kNeedMore) {
       if (answers_unread(c)) {
         // The peer does not read what this engine answers: read no more of its
@@ -96,10 +103,6 @@ void Worker::on_recv(Conn* c, int32_t res) {
   drive_rx(c);
 }
 
-void Worker::start_payload(Conn* c, std::vector<iovec> dest, uint64_t) {
-  c->rx.payload_to(std::move(dest));
-}
-
 void Worker::start_discard(Conn* c, uint64_t) { c->rx.discard_payload(); }
 
 void Worker::on_payload_done(Conn* c) {
@@ -107,6 +110,12 @@ void Worker::on_payload_done(Conn* c) {
   const bool placed = c->rx.placed();
   if (placed) {
     t_->counters.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  if (c->rx_stage) {
+    // Bound for GPU memory: it counts once its last part is copied there.
+    part_landed(c);
+    detach_rx_stage(c, false);
+    return;
   }
   // The connection lets go of the transfer before it hears: on_payload takes a
   // reference, so a std::move into it would leave the pointer here, and the end of the

@@ -36,6 +36,9 @@ void Worker::pump_tx(Conn* c) {
   if (c->tx_gated && !first.handshake) {
     return;  // requests wait behind the hello until the target has proven itself
   }
+  if (!first.sendable()) {
+    return;  // its staged payload is still being copied: the copy's end pumps again
+  }
   // Zero-copy from memory that is not a registered buffer pins pages per send, charged
   // to RLIMIT_MEMLOCK; once the kernel has refused that, such items are copied.
   // A zero-copy frame (header, payload) whose payload lies in a registered buffer goes
@@ -79,6 +82,7 @@ void Worker::pump_tx(Conn* c) {
     z.fixed = fixed >= 0;
     z.out = first.out;
     z.in = first.in;
+    z.staged = first.staged;
     if (first.pos == 0) {
       z.frame = first.frame;
       iov[0].iov_base = z.frame.data() + first.off;
@@ -182,6 +186,7 @@ void Worker::on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags) {
   std::shared_ptr<OutOp> out = std::move(zc_[slot].out);
   std::shared_ptr<InOp> in = std::move(zc_[slot].in);
   zc_[slot].frame.clear();
+  zc_[slot].staged.reset();  // its slab may go back to the pool now
   zc_[slot].busy = false;
   zc_free_.push_back(slot);
   if (out) {

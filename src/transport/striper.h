@@ -26,6 +26,7 @@ inline constexpr uint64_t kChunkBytesMax = 64 << 20;
 struct StripeParams {
   uint64_t inline_limit = 0;  // below this many bytes: one inline batch
   uint64_t chunk_bytes = 0;   // the smallest chunk (EngineConfig::chunk_bytes)
+  uint64_t chunk_max = 0;     // when set, no frame is larger (a GPU transfer: one slab)
 };
 
 enum class FrameKind : uint8_t {
@@ -40,7 +41,9 @@ inline bool stripe_inline(uint64_t total, const StripeParams& p) { return total 
 // The chunk size for `total` bytes over `lanes` lanes.
 inline uint64_t stripe_chunk(uint64_t total, size_t lanes, const StripeParams& p) {
   const uint64_t per_lane = total / (std::max<size_t>(lanes, 1) * kChunksPerLane);
-  return std::clamp<uint64_t>(per_lane, p.chunk_bytes, std::max(p.chunk_bytes, kChunkBytesMax));
+  const uint64_t chunk =
+      std::clamp<uint64_t>(per_lane, p.chunk_bytes, std::max(p.chunk_bytes, kChunkBytesMax));
+  return p.chunk_max > 0 ? std::min(chunk, p.chunk_max) : chunk;
 }
 
 // Calls emit(FrameKind, std::span<const wire::BatchEntry>, uint64_t bytes, size_t lane)

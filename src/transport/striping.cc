@@ -39,8 +39,8 @@ void append_payload(std::vector<iovec>& iov, const iovec& v, size_t keep = 0) {
 }  // namespace
 
 void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
-                       const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
-                       uint32_t seq) {
+                       const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs,
+                       std::span<const int16_t> devs, uint64_t id, uint32_t seq) {
   const uint64_t zc_min = t_->config.engine.zerocopy_threshold_bytes;
   const bool zc_on = zc_min > 0 && loop_->features().send_zc;
   Conn* ctrl = outbound ? p->out_ctrl : p->in_ctrl;
@@ -68,7 +68,11 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
   if (lanes.empty()) {
     lanes.push_back(ctrl);
   }
-  const StripeParams params{t_->inline_limit(), t_->config.engine.chunk_bytes};
+  // GPU memory goes through slabs: no frame is larger than one.
+  const bool gpu = std::ranges::any_of(devs, [](int16_t d) { return d >= 0; });
+  const StripeParams params{t_->inline_limit(), t_->config.engine.chunk_bytes,
+                            gpu ? t_->staging->slab_bytes() : 0};
+  std::vector<std::shared_ptr<StagedSend>> staged;
   unsigned& next = outbound ? p->next_stripe : p->next_in_stripe;
   bool striped = false;
   stripe(
@@ -107,8 +111,25 @@ void Worker::send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out
         // Inline: the caller pumps, so a completion may still join this batch in the
         // same sendmsg.
         striped = kind != FrameKind::kInline;
-        enqueue(kind == FrameKind::kInline ? ctrl : lanes[lane], std::move(item));
+        Conn* to = kind == FrameKind::kInline ? ctrl : lanes[lane];
+        if (gpu) {
+          std::vector<StagedSend::Source> sources;
+          sources.reserve(entries.size());
+          for (const wire::BatchEntry& e : entries) {
+            sources.push_back(StagedSend::Source{
+                static_cast<const std::byte*>(segs[e.segment].iov_base) + e.offset, e.length,
+                devs[e.segment]});
+          }
+          if (stage_send(to, item, std::move(sources), out, in)) {
+            staged.push_back(std::static_pointer_cast<StagedSend>(item.staged));
+          }
+        }
+        enqueue(to, std::move(item));
       });
+  // Slabs are asked for in frame order, once every frame is queued.
+  for (const std::shared_ptr<StagedSend>& st : staged) {
+    request_send_slab(st);
+  }
   if (striped) {
     for (Conn* lane : lanes) {
       pump_tx(lane);

@@ -70,7 +70,14 @@ void Target::on_request(Conn* c, const wire::Request& r) {
       in->fail(at.status());
       break;
     }
+    const bool gpu = region->location == memory::Location::kGpu;
+    if (gpu && in->devices.size() < in->segments.size() + 1) {
+      in->devices.resize(in->segments.size(), -1);  // the segments before were host memory
+    }
     in->segments.push_back(iovec{*at, s.length});
+    if (gpu || !in->devices.empty()) {
+      in->devices.push_back(gpu ? static_cast<int16_t>(region->device) : -1);
+    }
   }
   if (r.op == wire::OpKind::kWrite) {
     p->in_ops.emplace(in->seq, in);
@@ -95,7 +102,7 @@ void Target::on_request(Conn* c, const wire::Request& r) {
 }
 
 void Target::serve_read(Peer* p, const std::shared_ptr<InOp>& in) {
-  w_.send_data(p, false, nullptr, in, in->segments, in->id, in->seq);
+  w_.send_data(p, false, nullptr, in, in->segments, in->devices, in->id, in->seq);
   if (in->total < w_.inline_limit()) {
     // The data went on the control connection: the completion can follow right behind.
     in->completion_sent = true;
@@ -188,6 +195,7 @@ void Target::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
   }
   const bool place = !in->failed();
   std::vector<iovec> dest;
+  std::vector<int16_t> devs;  // filled only when the write goes to GPU memory
   dest.reserve(place ? entries.size() : 0);
   for (const wire::BatchEntry e : entries) {
     if (e.segment >= in->lengths.size() || e.offset + e.length > in->lengths[e.segment]) {
@@ -201,6 +209,9 @@ void Target::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
     if (place) {
       dest.push_back(
           iovec{static_cast<std::byte*>(in->segments[e.segment].iov_base) + e.offset, e.length});
+      if (!in->devices.empty()) {
+        devs.push_back(in->devices[e.segment]);
+      }
     }
   }
   if (!place) {
@@ -211,7 +222,7 @@ void Target::on_data(Conn* c, uint64_t id, uint32_t seq, uint64_t payload, const
   }
   c->rx_in = in;
   ++in->receiving;
-  w_.start_payload(c, std::move(dest), payload);
+  w_.start_payload(c, std::move(dest), payload, std::move(devs));
 }
 
 template void Target::on_data(Conn*, uint64_t, uint32_t, uint64_t,
@@ -272,6 +283,13 @@ void Target::stop(Peer* p, const std::shared_ptr<InOp>& in, const absl::Status& 
   }
   release_if_idle(*in);
   maybe_finish(p, in);
+}
+
+void Target::abort(const std::shared_ptr<InOp>& in, const absl::Status& why) {
+  if (in->peer == nullptr || in->finished() || in->failed()) {
+    return;
+  }
+  stop(in->peer, in, why);
 }
 
 void Target::fence(Peer* p, const memory::RegionUse* use, uint64_t id) {

@@ -48,6 +48,8 @@ class Target {
   void fail_all(detail::Peer* p, const absl::Status& why);
   void expire(detail::Peer* p, int64_t now);
   void fence(detail::Peer* p, const memory::RegionUse* use, uint64_t id);
+  // Stops a served transfer now (a GPU copy of its data failed); see stop().
+  void abort(const std::shared_ptr<detail::InOp>& in, const absl::Status& why);
   // The initiator stopped a transfer whose request came (wire "Cancel").
   void on_cancel(detail::Conn* c, const wire::Cancel& x);
 

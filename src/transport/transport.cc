@@ -60,6 +60,8 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
   impl->registry = registry;
+  impl->staging = std::make_unique<memory::Staging>(impl->config.engine.staging_slab_bytes,
+                                                    impl->config.engine.staging_slabs);
   impl->inbound = std::move(inbound);
   impl->instance_id = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
   std::string key_file = impl->config.engine.auth_key_file;
@@ -185,6 +187,28 @@ void Transport::add_fixed_buffer(std::byte* base, uint64_t len) {
 
 void Transport::remove_fixed_buffer(std::byte* base) {
   impl_->on_every_worker([base](Worker& w) { w.remove_fixed_buffer(base); });
+}
+
+absl::Status Transport::prepare_gpu(int device) {
+  absl::StatusOr<std::vector<memory::SlabPool*>> made = impl_->staging->prepare(device);
+  if (!made.ok()) {
+    return made.status();
+  }
+  for (memory::SlabPool* pool : *made) {
+    // One buffer per pool: its slabs are one allocation.
+    const std::vector<memory::Slab>& slabs = pool->slabs();
+    add_fixed_buffer(slabs.front().data, pool->slab_bytes() * slabs.size());
+  }
+  if (!made->empty()) {
+    RX_LOG(kInfo, "GPU %d: staging through %d x %d-byte pinned slabs each way (%s)", device,
+           made->front()->slabs().size(), made->front()->slab_bytes(),
+           impl_->staging->runtime()->describe());
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<memory::GpuRuntime> Transport::gpu_runtime() const {
+  return impl_->staging->runtime();
 }
 
 void Transport::add_peer(const std::string& key, const sockaddr_storage& addr, socklen_t addr_len) {

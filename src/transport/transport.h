@@ -18,6 +18,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "memory/gpu_runtime.h"
 #include "memory/registry.h"
 #include "ringxfer/config.h"
 #include "transport/lane_key.h"
@@ -54,6 +55,7 @@ struct Piece {
   uint64_t remote_key = 0;
   uint64_t remote_offset = 0;
   uint64_t length = 0;
+  int16_t device = -1;  // `local` is memory of this GPU (staged), or -1: host memory
 };
 
 // Runs exactly once per started transfer, on a ring thread, when no send or receive
@@ -71,7 +73,7 @@ struct Counters {
       short_sends{0}, short_recvs{0}, timeouts{0}, connections_opened{0}, connections_closed{0},
       hostile_frames{0}, zerocopy_fixed_sends{0}, fixed_buffers{0}, fixed_buffer_fallbacks{0},
       zerocopy_refused{0}, auth_failures{0}, connections_refused{0}, access_denied{0}, peers{0},
-      peers_evicted{0}, idle_closed{0};
+      peers_evicted{0}, idle_closed{0}, staged_copies{0}, staging_waits{0}, staging_failures{0};
 };
 
 struct LoopStats {
@@ -119,6 +121,14 @@ class Transport {
   void fence(const memory::RegionUse* use, uint64_t id);
   // Whether the calling thread is one of this transport's ring threads.
   bool on_ring_thread() const;
+
+  // Thread-safe. Makes ready to move memory of GPU `device`: finds the runtime (at the
+  // first call) and makes the device's staging slabs, registered with every ring as
+  // fixed buffers. kNotFound when no runtime is found (the message names what was
+  // tried), kInvalidArgument for a device the runtime does not have.
+  absl::Status prepare_gpu(int device);
+  // The runtime prepare_gpu found, or null.
+  std::shared_ptr<memory::GpuRuntime> gpu_runtime() const;
 
   const Counters& counters() const;
   LoopStats loop_stats() const;

@@ -28,7 +28,7 @@ TxQueue::Send TxQueue::gather(bool alone) {
   size_t items = 0;
   size_t bytes = 0;
   for (SendItem& item : q_) {
-    if (items > 0 && (alone || item.zero_copy)) {
+    if (!item.sendable() || (items > 0 && (alone || item.zero_copy))) {
       break;
     }
     if (items > 0 && iov_.size() + (item.iov.size() - item.pos) > kIovMax) {

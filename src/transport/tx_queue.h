@@ -27,6 +27,16 @@ namespace ringxfer::transport::detail {
 struct OutOp;
 struct InOp;
 
+// A payload staged into host memory before it can go (GPU memory is copied into a
+// pinned slab first): the item waits in its queue until `ready`, then sends `bytes` from
+// `data`. The staging code owns the rest (a subclass).
+struct Staged {
+  virtual ~Staged() = default;
+  std::byte* data = nullptr;
+  size_t bytes = 0;
+  bool ready = false;
+};
+
 // One frame to send: header and body bytes it owns, then payload it points to.
 struct SendItem {
   std::vector<std::byte> frame;
@@ -39,6 +49,22 @@ struct SendItem {
   uint32_t request_seq = 0;    // a request frame: its sequence (a fence may drop it unsent)
   std::shared_ptr<OutOp> out;  // the transfer whose memory the payload is, if any
   std::shared_ptr<InOp> in;
+  // Set: the payload is staged; iov holds only the frame until it is ready.
+  std::shared_ptr<Staged> staged;
+
+  // Whether it can go now; a staged payload that became ready joins the iovecs here.
+  bool sendable() {
+    if (!staged) {
+      return true;
+    }
+    if (!staged->ready) {
+      return false;
+    }
+    if (iov.size() == 1) {
+      iov.push_back(iovec{staged->data, staged->bytes});
+    }
+    return true;
+  }
 };
 
 class TxQueue {
@@ -78,7 +104,8 @@ class TxQueue {
   SendItem& front() noexcept { return q_.front(); }
 
   // Builds the next send from the front: whole items from where the first stopped, up to
-  // kIovMax iovecs. With `alone` only the front item goes (a zero-copy send, which needs a
+  // kIovMax iovecs, stopping before an item whose staged payload is not ready (nothing,
+  // when that is the front). With `alone` only the front item goes (a zero-copy send, which needs a
   // notification of its own); otherwise gathering stops before an item that wants zero
   // copy. Empty (no items) when a send is in flight or nothing waits.
   Send gather(bool alone);

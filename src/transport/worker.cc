@@ -93,6 +93,7 @@ void Worker::free_conn(Conn* c) {
     ::close(c->fd);
     c->fd = -1;
   }
+  detach_rx_stage(c, true);
   c->rx_out.reset();
   if (c->rx_in != nullptr) {
     --c->rx_in->receiving;

@@ -130,7 +130,7 @@ class Worker final : public ring::CompletionHandler {
   // this ring in the kernel.
   bool drained() const {
     return live_conns.load(std::memory_order_relaxed) == 0 && zc_free_.size() == zc_.size() &&
-           loop_->inflight() <= 0;
+           loop_->inflight() <= 0 && (copier_ == nullptr || copier_->inflight() == 0);
   }
   // Registered memory as io_uring fixed buffers (zero-copy sends from it).
   void add_fixed_buffer(std::byte* base, uint64_t len);
@@ -163,9 +163,10 @@ class Worker final : public ring::CompletionHandler {
   void queue_completion(Conn* c, const InOp& in, const absl::Status& st);
   // Queues the data frames of one transfer: inline below the inline limit, else
   // chunks over the data connections (striping.cc).
+  // `devs`: each segment's GPU, or -1 for host memory (empty: all host).
   void send_data(Peer* p, bool outbound, const std::shared_ptr<OutOp>& out,
-                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs, uint64_t id,
-                 uint32_t seq);
+                 const std::shared_ptr<InOp>& in, const std::vector<iovec>& segs,
+                 std::span<const int16_t> devs, uint64_t id, uint32_t seq);
   // Drops the frames `owned` by a failed transfer that have not started from the
   // queues of `conns` (those in the kernel finish first); returns their payload bytes.
   uint64_t drop_unstarted(const std::vector<Conn*>& conns,
@@ -173,8 +174,11 @@ class Worker final : public ring::CompletionHandler {
   // Tells the target on `c` that the initiator stopped `op` (wire "Cancel"), if the
   // target understands it; `sent` is the payload of the write that was or will be sent.
   void queue_cancel(Conn* c, const OutOp& op, uint64_t sent, const absl::Status& why);
-  // Where the payload of the frame being handled goes (or that it is dropped).
-  void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes);
+  // Where the payload of the frame being handled goes (or that it is dropped). `devs`:
+  // each destination's GPU, or -1 for host memory (empty: all host); a payload bound
+  // for GPU memory is received through slabs (staging.cc).
+  void start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes,
+                     std::vector<int16_t> devs = {});
   void start_discard(Conn* c, uint64_t bytes);
   // Runs the connection's framer until it needs bytes (then arms the receive), parks,
   // or the connection closes. Not re-entered for one connection.
@@ -243,6 +247,25 @@ class Worker final : public ring::CompletionHandler {
   void handle_data(Conn* c, const wire::DataHeader& d);
   void handle_batch(Conn* c, const wire::DataBatch& b);
 
+  // GPU staging (staging.cc).
+  memory::GpuCopier* copier();  // made at first use; null without a runtime
+  uint64_t owner_id() const { return reinterpret_cast<uintptr_t>(this); }
+  Conn* live_conn(uint32_t slot, uint16_t gen);
+  // Makes `item` (queued next on `c`) wait for its payload, `sources` in order, to be
+  // copied into a slab; false when every source is host memory (sent as it is).
+  bool stage_send(Conn* c, SendItem& item, std::vector<StagedSend::Source> sources,
+                  const std::shared_ptr<OutOp>& out, const std::shared_ptr<InOp>& in);
+  void request_send_slab(const std::shared_ptr<StagedSend>& st);
+  void fill_slab(const std::shared_ptr<StagedSend>& st, memory::Slab* slab);
+  void on_send_copied(const std::shared_ptr<StagedSend>& st, absl::Status s);
+  void request_rx_slab(Conn* c);
+  void give_part(Conn* c, memory::Slab* slab);
+  // The part in c's slab is whole: copies it to its destinations.
+  void part_landed(Conn* c);
+  // The connection lets go of its staged payload: whole (`lost` false) or not.
+  void detach_rx_stage(Conn* c, bool lost);
+  void maybe_finish_rx_stage(const std::shared_ptr<RxStage>& st);
+
   // Listener.
   void arm_accept();
   void on_accept(int32_t res);
@@ -283,7 +306,8 @@ class Worker final : public ring::CompletionHandler {
     uint16_t gen = 0;   // bumped per use; in the tag, so a stale CQE is dropped
     bool busy = false;  // a send holds it (until its last CQE)
     bool result_seen = false;
-    bool fixed = false;  // from a registered buffer (pins no pages)
+    bool fixed = false;              // from a registered buffer (pins no pages)
+    std::shared_ptr<Staged> staged;  // a staged payload's slab, busy until the notification
     std::shared_ptr<OutOp> out;
     std::shared_ptr<InOp> in;
     // The kernel reads the frame header from here, not from the send item, which
@@ -299,6 +323,7 @@ class Worker final : public ring::CompletionHandler {
     uint64_t len = 0;
   };
   std::map<uintptr_t, FixedBuffer> fixed_;
+  std::unique_ptr<memory::GpuCopier> copier_;
   bool zc_pins_refused_ = false;  // a plain zero-copy send got ENOMEM (memlock)
 };
 
@@ -308,6 +333,9 @@ class Transport::Impl {
   const memory::Registry* registry = nullptr;
   InboundFn inbound;
   Counters counters;
+  // GPU staging: the runtime and slab pools, made at the first GPU registration. Declared
+  // before the workers: their items hold slabs until they go.
+  std::unique_ptr<memory::Staging> staging;
   std::vector<std::unique_ptr<Worker>> workers;
   uint16_t port = 0;
   int listen_fd = -1;

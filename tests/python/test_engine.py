@@ -319,17 +319,17 @@ def test_context_manager_and_stats():
 
 
 def test_errors_raised_after_the_gil_is_taken_back(pair):
-    """Transfer calls release the GIL; errors mapped to exceptions that the C API sets
-    (NotImplementedError for GPU memory here) are raised only once it is held again."""
+    """Transfer calls release the GIL; errors are raised only once it is held again. A
+    local descriptor altered to say GPU no longer matches its registration."""
     a, b = pair
     ms = a.register_memory(np.zeros(64, np.uint8))
     md = b.register_memory(np.zeros(64, np.uint8))
-    packed = md.pack()
+    packed = ms.pack()
     gpu = MemoryDesc.unpack(packed[:-17] + bytes([1]) + packed[-16:])  # location byte: GPU
     assert gpu.loc == MemoryLocationType.GPU
-    with pytest.raises(NotImplementedError, match="GPU"):
-        a.write(ms, 0, gpu, 0, 8, a.allocate_transfer_uid())
-    assert a.create_session(ms, gpu) is None
+    with pytest.raises(ValueError, match="does not match its registration"):
+        a.write(gpu, 0, md, 0, 8, a.allocate_transfer_uid())
+    assert a.create_session(gpu, md) is None
     sess = a.create_session(ms, md)
     with pytest.raises(ValueError, match="size is 0"):
         sess.write(0, 0, 0, sess.allocate_transfer_uid())

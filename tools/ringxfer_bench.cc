@@ -32,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "memory/gpu_runtime.h"
 #include "ringxfer/ringxfer.h"
 
 ABSL_FLAG(std::string, role, "", "target or initiator (not needed with --loopback)");
@@ -70,6 +71,11 @@ ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the tabl
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
 ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
 ABSL_FLAG(bool, verify, true, "check the data of each size once");
+ABSL_FLAG(std::string, mem, "cpu",
+          "where the memory is: cpu, gpu (both sides), or INITIATOR,TARGET (cpu,gpu / gpu,cpu); "
+          "GPU memory is device 0 of the runtime found (README, \"GPU memory\")");
+ABSL_FLAG(std::string, gpu_runtime, "",
+          "the GPU runtime library to load (sets RINGXFER_GPU_RUNTIME; default: the search)");
 
 extern char** environ;
 
@@ -185,7 +191,28 @@ EngineConfig engine_config(uint16_t port) {
 // huge pages (with THP in madvise mode, the default, only memory that asks gets them).
 class Buffer {
  public:
-  explicit Buffer(uint64_t size) : size_(size) {
+  // GPU memory (gpu): device memory of the runtime, filled and checked through a host
+  // shadow (host()) and upload() / download().
+  explicit Buffer(uint64_t size, bool gpu = false) : size_(size), gpu_(gpu) {
+    if (gpu_) {
+      absl::StatusOr<std::shared_ptr<ringxfer::memory::GpuRuntime>> rt =
+          ringxfer::memory::GpuRuntime::find();
+      if (!rt.ok()) {
+        die(rt.status().ToString());
+      }
+      rt_ = *rt;
+      if (rt_->api().device_malloc == nullptr || rt_->api().memcpy_sync == nullptr) {
+        die(rt_->describe() + " lacks malloc/memcpy");
+      }
+      void* d = nullptr;
+      if (rt_->api().device_malloc(&d, size) != 0) {
+        die(absl::StrFormat("cannot allocate %d bytes of GPU memory (%s)", size, rt_->describe()));
+      }
+      data_ = static_cast<char*>(d);
+      shadow_.assign(size, 0);
+      upload();
+      return;
+    }
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       die(absl::StrFormat("cannot map %d bytes: %s", size, std::strerror(errno)));
@@ -197,17 +224,62 @@ class Buffer {
     // Touch every page now, as a std::vector would, so faults stay out of the timings.
     std::memset(data_, 0, size_);
   }
-  ~Buffer() { munmap(data_, size_); }
+  ~Buffer() {
+    if (gpu_) {
+      rt_->api().device_free(data_);
+    } else {
+      munmap(data_, size_);
+    }
+  }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
-  char* data() { return data_; }
+  char* data() { return data_; }  // what is registered (device memory for GPU)
   uint64_t size() const { return size_; }
-  char& operator[](uint64_t i) { return data_[i]; }
+  bool gpu() const { return gpu_; }
+  // Where the CPU reads and writes the bytes.
+  char* host() { return gpu_ ? shadow_.data() : data_; }
+  void upload() {
+    if (gpu_ && rt_->api().memcpy_sync(data_, shadow_.data(), size_,
+                                       ringxfer::memory::gpu_abi::kMemcpyHostToDevice) != 0) {
+      die("GPU memcpy to the device failed");
+    }
+  }
+  void download() {
+    if (gpu_ && rt_->api().memcpy_sync(shadow_.data(), data_, size_,
+                                       ringxfer::memory::gpu_abi::kMemcpyDeviceToHost) != 0) {
+      die("GPU memcpy from the device failed");
+    }
+  }
+  ringxfer::MemoryLocation location() const {
+    return gpu_ ? ringxfer::MemoryLocation::kGpu : ringxfer::MemoryLocation::kCpu;
+  }
+  int device() const { return gpu_ ? 0 : -1; }
 
  private:
   char* data_ = nullptr;
   uint64_t size_ = 0;
+  bool gpu_ = false;
+  std::shared_ptr<ringxfer::memory::GpuRuntime> rt_;
+  std::vector<char> shadow_;
 };
+
+// --mem: whether the initiator's and the target's memory is GPU memory.
+std::pair<bool, bool> mem_gpu() {
+  const std::string m = absl::GetFlag(FLAGS_mem);
+  if (m == "cpu" || m == "cpu,cpu") {
+    return {false, false};
+  }
+  if (m == "gpu" || m == "gpu,gpu") {
+    return {true, true};
+  }
+  if (m == "cpu,gpu") {
+    return {false, true};
+  }
+  if (m == "gpu,cpu") {
+    return {true, false};
+  }
+  die(absl::StrFormat("--mem=%s: say cpu, gpu, cpu,gpu or gpu,cpu", m));
+}
 
 uint64_t region_bytes() {
   const uint64_t max = absl::GetFlag(FLAGS_max_size);
@@ -313,8 +385,8 @@ int run_target() {
       die(absl::StrFormat("rendezvous port %d: %s", engine->desc().port + 1, std::strerror(errno)));
     }
   }
-  Buffer mem(region_bytes());
-  auto md = engine->register_memory(mem.data(), mem.size());
+  Buffer mem(region_bytes(), mem_gpu().second);
+  auto md = engine->register_memory(mem.data(), mem.size(), mem.location(), mem.device());
   if (!md.ok()) {
     die(md.status().ToString());
   }
@@ -428,9 +500,17 @@ int run_initiator(const std::string& host, uint16_t port) {
   if (absl::Status st = e.register_remote_engine(remote.engine); !st.ok()) {
     die(st.ToString());
   }
-  Buffer mem(region_bytes()), check(region_bytes());
-  MemoryDesc local = *e.register_memory(mem.data(), mem.size());
-  MemoryDesc check_md = *e.register_memory(check.data(), check.size());
+  const bool gpu = mem_gpu().first;
+  Buffer mem(region_bytes(), gpu), check(region_bytes(), gpu);
+  auto reg = [&e](Buffer& b) {
+    absl::StatusOr<MemoryDesc> d = e.register_memory(b.data(), b.size(), b.location(), b.device());
+    if (!d.ok()) {
+      die(d.status().ToString());
+    }
+    return *d;
+  };
+  MemoryDesc local = reg(mem);
+  MemoryDesc check_md = reg(check);
   auto session = e.create_session(local, remote.memory);
   if (!session.ok()) {
     die(session.status().ToString());
@@ -439,9 +519,9 @@ int run_initiator(const std::string& host, uint16_t port) {
   if (!absl::GetFlag(FLAGS_json)) {
     absl::PrintF(
         "ringxfer-bench: %s, batch %d, %d iterations, %d stripes, %d ring thread(s), "
-        "target %s:%d\n",
+        "target %s:%d, memory %s\n",
         write ? "write" : "read", batch, absl::GetFlag(FLAGS_iters), absl::GetFlag(FLAGS_stripes),
-        absl::GetFlag(FLAGS_rings), host, port);
+        absl::GetFlag(FLAGS_rings), host, port, absl::GetFlag(FLAGS_mem));
     print_header(absl::StrFormat("ringxfer TCP Benchmark: %s", write ? "write" : "read"));
   }
   const double cpu0 = cpu_seconds();
@@ -486,18 +566,21 @@ int run_initiator(const std::string& host, uint16_t port) {
       double c0 = cpu_seconds(), m0 = machine_busy_seconds();
       for (int i = 0; i < distinct; ++i) {
         for (uint64_t j = 0; j < size; ++j) {
-          mem[offs[i] + j] = static_cast<char>((i * 131 + j * 7 + size) & 0xff);
+          mem.host()[offs[i] + j] = static_cast<char>((i * 131 + j * 7 + size) & 0xff);
         }
-        std::memset(check.data() + offs[i], 0, size);
+        std::memset(check.host() + offs[i], 0, size);
       }
+      mem.upload();
+      check.upload();
       check_cpu += cpu_seconds() - c0;
       check_machine += machine_busy_seconds() - m0;
       run_n(true, local, distinct);
       run_n(false, check_md, distinct);
       c0 = cpu_seconds();
       m0 = machine_busy_seconds();
+      check.download();
       for (int i = 0; i < distinct && ok; ++i) {
-        ok = std::memcmp(mem.data() + offs[i], check.data() + offs[i], size) == 0;
+        ok = std::memcmp(mem.host() + offs[i], check.host() + offs[i], size) == 0;
       }
       check_cpu += cpu_seconds() - c0;
       check_machine += machine_busy_seconds() - m0;
@@ -622,6 +705,7 @@ int run_loopback(const char* self) {
       absl::GetFlag(FLAGS_huge_pages) ? "--huge_pages" : "--nohuge_pages",
       "--ring_cpus=" + absl::StrJoin(absl::GetFlag(FLAGS_ring_cpus), ","),
       absl::StrFormat("--recv_buffer=%d", absl::GetFlag(FLAGS_recv_buffer)),
+      "--mem=" + absl::GetFlag(FLAGS_mem),
   };
   std::vector<char*> argv;
   for (auto& a : args) {
@@ -670,6 +754,10 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   signal(SIGPIPE, SIG_IGN);
   check_flags();
+  mem_gpu();  // a bad --mem stops here, before a target process is started
+  if (const std::string rt = absl::GetFlag(FLAGS_gpu_runtime); !rt.empty()) {
+    setenv("RINGXFER_GPU_RUNTIME", rt.c_str(), 1);  // the loopback target inherits it
+  }
   if (absl::Status st = engine_config(0).validate(); !st.ok()) {
     die(st.ToString());
   }

@@ -158,6 +158,57 @@ def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> Status
 # ---- Engines -------------------------------------------------------------------------
 
 _TORCH_LOCATIONS = {"cpu": MemoryLocationType.CPU, "cuda": MemoryLocationType.GPU}
+# DLPack device types: CPU, CUDA, CUDA pinned host, ROCm, ROCm pinned host.
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_ROCM, _DLPACK_ROCM_HOST = 1, 2, 3, 10, 11
+
+
+def _dlpack_gpu(obj: Any):
+    """(address, bytes, device, capsule) of a C-contiguous DLPack producer whose memory is
+    on a CUDA or ROCm device, else None. The capsule is kept (unconsumed, it frees the
+    tensor's hold when collected) for as long as the memory stays registered."""
+    dev = getattr(obj, "__dlpack_device__", None)
+    if dev is None:
+        return None
+    device_type, device_id = dev()
+    if int(device_type) not in (_DLPACK_CUDA, _DLPACK_ROCM):
+        return None
+    import ctypes
+
+    class _DLDevice(ctypes.Structure):
+        _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+    class _DLDataType(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+    class _DLTensor(ctypes.Structure):
+        _fields_ = [
+            ("data", ctypes.c_void_p),
+            ("device", _DLDevice),
+            ("ndim", ctypes.c_int32),
+            ("dtype", _DLDataType),
+            ("shape", ctypes.POINTER(ctypes.c_int64)),
+            ("strides", ctypes.POINTER(ctypes.c_int64)),
+            ("byte_offset", ctypes.c_uint64),
+        ]
+
+    capsule = obj.__dlpack__()
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    # DLManagedTensor starts with its DLTensor.
+    t = _DLTensor.from_address(get(capsule, b"dltensor"))
+    shape = [t.shape[i] for i in range(t.ndim)]
+    if t.strides:
+        expect = 1
+        for i in reversed(range(t.ndim)):
+            if shape[i] != 1 and t.strides[i] != expect:
+                raise NonContiguousError("register_memory: the DLPack tensor is not contiguous")
+            expect *= shape[i]
+    count = 1
+    for n in shape:
+        count *= n
+    nbytes = count * ((t.dtype.bits * t.dtype.lanes + 7) // 8)
+    return (t.data or 0) + t.byte_offset, nbytes, int(t.device.device_id), capsule
 
 
 def _access(remote_read: bool, remote_write: bool, allowed_engines: Optional[Sequence[str]]) -> dict:
@@ -328,6 +379,16 @@ class IOEngine:
             address = ptr if isinstance(ptr, int) else _capsule_address(ptr)
             return self._e().register_memory(address, int(size), int(device_id), mem_loc, **access)
         engine = self._e()
+        gpu = _dlpack_gpu(ptr)
+        if gpu is not None:
+            # GPU memory (DLPack device types 2, CUDA, and 10, ROCm): staged by the engine.
+            address, nbytes, dev, capsule = gpu
+            size = nbytes if size is None else int(size)
+            if size > nbytes:
+                raise ValueError(f"register_memory: size {size} is larger than the tensor ({nbytes})")
+            return engine.register_memory(
+                address, size, dev, MemoryLocationType.GPU, (ptr, capsule), **access
+            )
         try:
             whole = -1 if size is None else int(size)
             return engine.register_buffer(ptr, whole, int(device_id), mem_loc, **access)

@@ -95,6 +95,10 @@ StatusCode status_code(const TransferStatus& s) {
     case TransferState::kSucceeded:
       return StatusCode::kSuccess;
     case TransferState::kFailed:
+      if (s.code() == absl::StatusCode::kInternal &&
+          s.message().find(kGpuCopyFailed) != std::string::npos) {
+        return StatusCode::kErrGpuOp;  // a copy to or from GPU memory failed, here or there
+      }
       return mori_code(s.code());
   }
   return StatusCode::kErrInternal;
@@ -1002,6 +1006,9 @@ PYBIND11_MODULE(_core, m) {
         d["peers"] = s.peers;
         d["peers_evicted"] = s.peers_evicted;
         d["idle_closed"] = s.idle_closed;
+        d["staged_copies"] = s.staged_copies;
+        d["staging_waits"] = s.staging_waits;
+        d["staging_failures"] = s.staging_failures;
         d["inbound_statuses"] = s.inbound_statuses;
         d["inbound_statuses_dropped"] = s.inbound_statuses_dropped;
         d["split_transfers"] = s.split_transfers;

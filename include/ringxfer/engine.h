@@ -133,6 +133,15 @@ class Engine {
   // caller may also pick its own).
   uint64_t allocate_transfer_id();
 
+  // GPU memory: transfers the calling thread starts from now on copy their GPU memory
+  // only after the work queued on `stream` (a cudaStream_t or hipStream_t of the local
+  // memory's device) before the transfer started: a kernel still writing the KV cache
+  // is not raced. An event is recorded on the stream at each transfer's start. Per
+  // thread, like the runtime's current stream; null (the default): no ordering (the
+  // caller synchronizes). Thread-safe.
+  static void set_gpu_stream(void* stream);
+  static void* gpu_stream();
+
   // local -> remote: size bytes from local at local_offset to remote at remote_offset.
   // Success means the bytes are in the remote engine's memory.
   absl::StatusOr<StatusHandle> write(const MemoryDesc& local, uint64_t local_offset,

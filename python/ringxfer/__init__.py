@@ -16,6 +16,7 @@ import ctypes
 import math
 import os
 import socket
+import sys
 import weakref
 from typing import Any, List, Optional, Sequence
 
@@ -29,6 +30,7 @@ from ._core import (
     StatusCode,
     TcpBackendConfig,
     TransferStatus,
+    set_gpu_stream,
     set_log_level,
 )
 
@@ -47,6 +49,7 @@ __all__ = [
     "TcpBackendConfig",
     "TransferError",
     "TransferStatus",
+    "set_gpu_stream",
     "set_log_level",
     "wait_all",
 ]
@@ -160,6 +163,37 @@ def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> Status
 _TORCH_LOCATIONS = {"cpu": MemoryLocationType.CPU, "cuda": MemoryLocationType.GPU}
 # DLPack device types: CPU, CUDA, CUDA pinned host, ROCm, ROCm pinned host.
 _DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_ROCM, _DLPACK_ROCM_HOST = 1, 2, 3, 10, 11
+
+
+def _torch_stream(md) -> int:
+    """The stream a transfer of GPU memory ``md`` is ordered after: the one set with
+    set_gpu_stream() on this thread, else, when torch is in use with CUDA or ROCm, torch's
+    current stream on the memory's device (a kernel still writing a KV cache there is not
+    raced), else none."""
+    if md.loc != MemoryLocationType.GPU:
+        return 0
+    explicit = _core.gpu_stream()
+    if explicit:
+        return explicit
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return int(torch.cuda.current_stream(md.device_id).cuda_stream)
+    except Exception:  # noqa: BLE001 - a torch without this device: no ordering
+        pass
+    return 0
+
+
+def _ordered(md, call):
+    """Runs ``call()`` with this thread's GPU stream set for local memory ``md``."""
+    stream = _torch_stream(md)
+    if not stream or stream == _core.gpu_stream():
+        return call()
+    _core.set_gpu_stream(stream)
+    try:
+        return call()
+    finally:
+        _core.set_gpu_stream(0)
 
 
 def _dlpack_gpu(obj: Any):
@@ -454,11 +488,13 @@ class IOEngine:
     def read(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
         """remote -> local: ``size`` bytes from remote_md at remote_offset to local_md at
         local_offset. Argument errors raise ValueError; the outcome is on the status."""
-        return self._e().read(local_md, local_offset, remote_md, remote_offset, size, uid)
+        e = self._e()
+        return _ordered(local_md, lambda: e.read(local_md, local_offset, remote_md, remote_offset, size, uid))
 
     def write(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
         """local -> remote. Success means the bytes are in the remote engine's memory."""
-        return self._e().write(local_md, local_offset, remote_md, remote_offset, size, uid)
+        e = self._e()
+        return _ordered(local_md, lambda: e.write(local_md, local_offset, remote_md, remote_offset, size, uid))
 
     def _batch(self, write, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids):
         n = len(local_mds)
@@ -469,7 +505,12 @@ class IOEngine:
             )
         e = self._e()
         return [
-            e.batch(write, local_mds[i], local_offsets[i], remote_mds[i], remote_offsets[i], sizes[i], uids[i])
+            _ordered(
+                local_mds[i],
+                lambda i=i: e.batch(
+                    write, local_mds[i], local_offsets[i], remote_mds[i], remote_offsets[i], sizes[i], uids[i]
+                ),
+            )
             for i in range(n)
         ]
 

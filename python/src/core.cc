@@ -1023,6 +1023,14 @@ PYBIND11_MODULE(_core, m) {
       });
 
   m.def(
+      "set_gpu_stream",
+      [](uint64_t stream) { Engine::set_gpu_stream(reinterpret_cast<void*>(stream)); },
+      py::arg("stream"),
+      "Transfers this thread starts copy their GPU memory only after the work queued on "
+      "`stream` (a cudaStream_t / hipStream_t as an int, e.g. torch.cuda.current_stream()"
+      ".cuda_stream) before they started; 0: no ordering.");
+  m.def("gpu_stream", [] { return reinterpret_cast<uint64_t>(Engine::gpu_stream()); });
+  m.def(
       "wait_all",
       [](const std::vector<StatusHandle>& statuses, const py::int_& timeout) {
         // Beyond long long: no limit (wait_all saturates its deadline).

@@ -237,6 +237,13 @@ absl::Status Engine::deregister_memory(const MemoryDesc& desc) {
   return absl::OkStatus();
 }
 
+namespace {
+thread_local void* t_gpu_stream = nullptr;
+}  // namespace
+
+void Engine::set_gpu_stream(void* stream) { t_gpu_stream = stream; }
+void* Engine::gpu_stream() { return t_gpu_stream; }
+
 uint64_t Engine::allocate_transfer_id() {
   return impl_->next_id.fetch_add(1, std::memory_order_relaxed);
 }

@@ -99,6 +99,39 @@ class EngineImpl {
 
   // Checks one transfer's arguments; nothing is sent when this fails. With `pin`, the
   // local region is held there (deregistration waits for it).
+  // An event recorded on `stream` (device `device`), destroyed with the returned hold.
+  absl::StatusOr<std::shared_ptr<void>> record_gpu_event(int device, void* stream) {
+    std::shared_ptr<memory::GpuRuntime> rt = transport->gpu_runtime();
+    if (!rt) {
+      return absl::FailedPreconditionError("no GPU runtime is loaded");
+    }
+    const memory::GpuApi& api = rt->api();
+    int current = -1;
+    if (api.get_device(&current) != memory::gpu_abi::kSuccess) {
+      api.get_last_error();
+      current = -1;
+    }
+    memory::GpuEvent ev = nullptr;
+    memory::GpuError e = api.set_device(device);
+    if (e == memory::gpu_abi::kSuccess) {
+      e = api.event_create_with_flags(&ev, memory::gpu_abi::kEventDisableTiming);
+    }
+    if (e == memory::gpu_abi::kSuccess) {
+      e = api.event_record(ev, stream);
+    }
+    if (current >= 0) {
+      api.set_device(current);  // the caller's current device is put back
+    }
+    if (e != memory::gpu_abi::kSuccess) {
+      api.get_last_error();
+      if (ev != nullptr) {
+        api.event_destroy(ev);
+      }
+      return rt->error("recording an event on the caller's GPU stream (set_gpu_stream)", e);
+    }
+    return std::shared_ptr<void>(ev, [rt](void* p) { rt->api().event_destroy(p); });
+  }
+
   // `device` (if given) is set to the local region's GPU, or -1 for host memory.
   absl::Status check_pair(const MemoryDesc& local, const MemoryDesc& remote,
                           std::optional<memory::Pin>* pin = nullptr, int16_t* device = nullptr) {
@@ -219,6 +252,17 @@ class EngineImpl {
       std::mutex mu;
       absl::Status first_error;
     };
+    // The producer's stream: an event recorded now orders the transfer's copies.
+    std::shared_ptr<void> gpu_after;
+    if (device >= 0 && Engine::gpu_stream() != nullptr) {
+      absl::StatusOr<std::shared_ptr<void>> ev = record_gpu_event(device, Engine::gpu_stream());
+      if (!ev.ok()) {
+        std::lock_guard lock(mu);
+        inflight.erase(std::make_pair(remote.engine_key, id));
+        return ev.status();
+      }
+      gpu_after = std::move(*ev);
+    }
     auto join = std::make_shared<Join>();
     join->left = static_cast<int>(parts.size());
     const uint16_t nparts = parts.size() > 1 ? static_cast<uint16_t>(parts.size()) : 0;
@@ -247,7 +291,7 @@ class EngineImpl {
             }
             status->finish(std::move(result));
           },
-          nparts, std::vector<memory::Pin>{*pin});
+          nparts, std::vector<memory::Pin>{*pin}, gpu_after);
     }
     return status;
   }

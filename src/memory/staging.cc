@@ -276,7 +276,7 @@ absl::StatusOr<GpuEvent> GpuCopier::take_event() {
 }
 
 void GpuCopier::copy(int device, StageDirection direction, std::span<const CopyRange> ranges,
-                     GpuStream after, Done done) {
+                     GpuEvent after, Done done) {
   const GpuApi& api = runtime_->api();
   auto* b = new Batch{this, nullptr, absl::OkStatus(), std::move(done)};
   ++inflight_;
@@ -291,19 +291,9 @@ void GpuCopier::copy(int device, StageDirection direction, std::span<const CopyR
     }
     stream = *s;
     if (after != nullptr) {
-      // The producer's work queued so far on its stream comes first.
-      absl::StatusOr<GpuEvent> ev = take_event();
-      if (!ev.ok()) {
-        return ev.status();
-      }
-      GpuError e = api.event_record(*ev, after);
-      if (e == gpu_abi::kSuccess) {
-        e = api.stream_wait_event(stream, *ev, 0);
-      }
-      // An event may be recorded again once waits on it were queued.
-      events_.push_back(*ev);
-      if (e != gpu_abi::kSuccess) {
-        return runtime_->error("event_record/stream_wait_event on the caller's stream", e);
+      // The producer's work queued before the transfer started comes first.
+      if (GpuError e = api.stream_wait_event(stream, after, 0); e != gpu_abi::kSuccess) {
+        return runtime_->error("stream_wait_event on the caller's event", e);
       }
     }
     const int kind = direction == StageDirection::kToHost ? gpu_abi::kMemcpyDeviceToHost

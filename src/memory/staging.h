@@ -104,12 +104,13 @@ class GpuCopier {
   GpuCopier& operator=(const GpuCopier&) = delete;
 
   // Owner's thread. Queues the copies of `ranges` on `device`'s stream for `direction`;
-  // `after`, if set, is a caller's stream whose work queued so far must finish first.
+  // `after`, if set, is an event (recorded on a caller's stream) that must complete
+  // first: the producer's work queued before it.
   // `done(status)` runs later on the owner's thread (through post), once every copy
   // finished: OK, or the runtime's error (a kInternal status naming the call) for the
   // batch. Never calls `done` before it returns.
-  void copy(int device, StageDirection direction, std::span<const CopyRange> ranges,
-            GpuStream after, Done done);
+  void copy(int device, StageDirection direction, std::span<const CopyRange> ranges, GpuEvent after,
+            Done done);
   // Batches queued and not yet done (owner's thread).
   int inflight() const noexcept { return inflight_; }
   // Blocks until every stream is idle (teardown).

@@ -81,9 +81,10 @@ struct OutOp : Transfer {
   std::vector<Piece> pieces;
   DoneFn done;
   bool remote_done = false;  // the target's completion came
-  // GPU source: the caller's stream whose work queued before the transfer started must
-  // finish before its memory is copied (null: none).
-  memory::GpuStream after = nullptr;
+  // GPU memory: an event recorded on the caller's stream when the transfer started; its
+  // memory is copied only after it (null: none). `after_hold` owns it.
+  memory::GpuEvent after = nullptr;
+  std::shared_ptr<void> after_hold;
 };
 
 // A transfer another engine made to or from this engine's memory.
@@ -113,8 +114,9 @@ struct StagedSend : Staged {
   memory::SlabPool* pool = nullptr;
   memory::Slab* slab = nullptr;
   std::vector<Source> sources;  // in payload order
-  memory::GpuStream after = nullptr;
-  int copies = 0;  // copy batches in flight
+  memory::GpuEvent after = nullptr;
+  std::shared_ptr<void> after_hold;  // keeps `after` alive while its copies wait on it
+  int copies = 0;                    // copy batches in flight
   absl::Status status;
   uint32_t conn_slot = 0;  // the connection whose queue holds the item
   uint16_t conn_gen = 0;
@@ -126,6 +128,11 @@ struct StagedSend : Staged {
 // each part lands in a slab, then is copied to its destinations. The payload counts as
 // received (or lost) only once the framer is done with it and no copy is in flight.
 struct RxStage {
+  ~RxStage() {
+    if (slab != nullptr) {
+      pool->release(slab);  // a connection torn down without detaching (abandon)
+    }
+  }
   std::vector<iovec> dest;    // the payload's destinations, in order
   std::vector<int16_t> devs;  // each one's GPU, or -1
   size_t at = 0;              // the destination the next part starts in
@@ -140,7 +147,9 @@ struct RxStage {
   bool framer_done = false;
   bool lost = false;  // the connection closed before the payload was whole
   bool finished = false;
-  absl::Status status;         // a copy failed
+  absl::Status status;               // a copy failed
+  memory::GpuEvent after = nullptr;  // the initiator's caller event (OutOp::after)
+  std::shared_ptr<void> after_hold;
   std::shared_ptr<OutOp> out;  // once the framer let go of the payload
   std::shared_ptr<InOp> in;
 };

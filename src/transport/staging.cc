@@ -26,7 +26,16 @@ memory::GpuCopier* Worker::copier() {
       return nullptr;
     }
     copier_ = std::make_unique<memory::GpuCopier>(
-        std::move(rt), [this](absl::AnyInvocable<void() &&> fn) { loop_->post(std::move(fn)); });
+        std::move(rt), [this](absl::AnyInvocable<void() &&> fn) {
+          loop_->post([this, fn = std::move(fn)]() mutable {
+            // A post after the loop stopped runs on the posting (runtime's) thread: the
+            // batch is dropped there (freed with its task) instead of touching this
+            // ring's state or calling the runtime from a host function.
+            if (loop_->in_loop_thread()) {
+              std::move(fn)();
+            }
+          });
+        });
   }
   return copier_.get();
 }
@@ -65,6 +74,7 @@ bool Worker::stage_send(Conn* c, SendItem& item, std::vector<StagedSend::Source>
   st->out = out;
   st->in = in;
   st->after = out ? out->after : nullptr;
+  st->after_hold = out ? out->after_hold : nullptr;
   item.iov.resize(1);  // the frame; the payload joins from the slab once ready
   item.staged = st;
   return true;
@@ -120,6 +130,11 @@ void Worker::fill_slab(const std::shared_ptr<StagedSend>& st, memory::Slab* slab
     return;
   }
   st->copies = static_cast<int>(devices.size());
+  // A copy out of the transfer's memory holds it like a send does: the transfer does not
+  // finish (nor let its regions go) while the copy may still read them, even if the
+  // item itself is dropped meanwhile (a fence, a failure, a closed connection).
+  std::shared_ptr<OutOp> out = st->out.lock();
+  std::shared_ptr<InOp> in = st->in.lock();
   for (int16_t dev : devices) {
     ranges.clear();
     off = 0;
@@ -130,8 +145,25 @@ void Worker::fill_slab(const std::shared_ptr<StagedSend>& st, memory::Slab* slab
       off += s.bytes;
     }
     counters().staged_copies.fetch_add(1, std::memory_order_relaxed);
+    if (out) {
+      ++out->pending;
+    }
+    if (in) {
+      ++in->pending;
+    }
     cp->copy(dev, memory::StageDirection::kToHost, ranges, st->after,
-             [this, st](absl::Status s) { on_send_copied(st, std::move(s)); });
+             [this, st, out, in](absl::Status s) {
+               on_send_copied(st, std::move(s));
+               // After the item's fate is settled: the transfer may finish now.
+               if (out) {
+                 --out->pending;
+                 initiator_.settle(out);
+               }
+               if (in) {
+                 --in->pending;
+                 target_.settle(in);
+               }
+             });
   }
 }
 
@@ -190,6 +222,10 @@ void Worker::start_payload(Conn* c, std::vector<iovec> dest, uint64_t bytes,
   st->devs = std::move(devs);
   st->bytes = bytes;
   st->unassigned = bytes;
+  if (c->rx_out) {
+    st->after = c->rx_out->after;
+    st->after_hold = c->rx_out->after_hold;
+  }
   c->rx_stage = st;
   request_rx_slab(c);
 }
@@ -290,7 +326,8 @@ void Worker::part_landed(Conn* c) {
     }
     ++st->copies;
     counters().staged_copies.fetch_add(1, std::memory_order_relaxed);
-    cp->copy(dev, memory::StageDirection::kToDevice, ranges, nullptr,
+    // Into the initiator's memory (a read): after the producer's work, as out of it.
+    cp->copy(dev, memory::StageDirection::kToDevice, ranges, st->after,
              [this, st, hold](absl::Status s) mutable {
                hold.reset();  // the slab is free before the payload is reported
                if (!s.ok() && st->status.ok()) {

@@ -103,8 +103,9 @@ void Target::on_request(Conn* c, const wire::Request& r) {
 
 void Target::serve_read(Peer* p, const std::shared_ptr<InOp>& in) {
   w_.send_data(p, false, nullptr, in, in->segments, in->devices, in->id, in->seq);
-  if (in->total < w_.inline_limit()) {
+  if (in->total < w_.inline_limit() && in->devices.empty()) {
     // The data went on the control connection: the completion can follow right behind.
+    // (Not for GPU memory: its copy may still fail, and the completion must say so.)
     in->completion_sent = true;
     w_.queue_completion(p->in_ctrl, *in, absl::OkStatus());
   }

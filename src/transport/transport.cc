@@ -232,8 +232,10 @@ void Transport::fence(const memory::RegionUse* use, uint64_t id) {
 
 void Transport::start(const std::string& peer_key, wire::OpKind op, uint64_t id,
                       std::vector<Piece> pieces, DoneFn done, uint16_t parts,
-                      std::vector<memory::Pin> pins) {
+                      std::vector<memory::Pin> pins, std::shared_ptr<void> gpu_after) {
   auto o = std::make_shared<OutOp>();
+  o->after = gpu_after.get();
+  o->after_hold = std::move(gpu_after);
   o->pins = std::move(pins);
   o->id = id;
   o->parts = parts;

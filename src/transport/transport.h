@@ -110,8 +110,11 @@ class Transport {
   // to or from `peer_key`; `done` runs once when it is final.
   // `parts` goes into the request (see wire::Request::parts).
   // `pins` hold the local regions of `pieces` until the transfer is final.
+  // `gpu_after`: an event (owned by the pointer) whose work the transfer's copies of
+  // GPU memory wait for (null: none).
   void start(const std::string& peer_key, wire::OpKind op, uint64_t id, std::vector<Piece> pieces,
-             DoneFn done, uint16_t parts = 0, std::vector<memory::Pin> pins = {});
+             DoneFn done, uint16_t parts = 0, std::vector<memory::Pin> pins = {},
+             std::shared_ptr<void> gpu_after = nullptr);
 
   // Thread-safe. After region `id` (held through `use`) left the registry: fails every
   // transfer holding it, on both sides, and sends none of their frames not yet started;

@@ -165,3 +165,43 @@ def test_dlpack_gpu_producer_and_device_memory_as_cpu_refused(pair):
             a.register_memory(dev.ptr, 1 << 16, -1, MemoryLocationType.CPU)
     finally:
         dev.free()
+
+
+def test_set_gpu_stream_orders_the_copy_after_the_producer(pair):
+    """A transfer started with set_gpu_stream(stream) copies the GPU memory only after the
+    work queued on that stream (here an async copy at 1 GB/s that writes the source)."""
+    import ringxfer
+
+    a, b = pair
+    size, sent = 32 << 20, 64 << 10
+    src, dst = Device(size), Device(size)
+    src.put(np.full(size, 0xAA, dtype=np.uint8))
+    dst.put(np.zeros(size, dtype=np.uint8))
+    fresh = np.random.default_rng(3).integers(0, 256, size, dtype=np.uint8)
+    src_md = a.register_memory(src.ptr, size, 0, MemoryLocationType.GPU)
+    dst_md = b.register_memory(dst.ptr, size, 0, MemoryLocationType.GPU)
+    lib = Device.lib
+    cost = lib.ringxfer_fake_gpu_set_copy_cost
+    cost.argtypes = [ctypes.c_double, ctypes.c_long]
+    stream = ctypes.c_void_p()
+    assert lib.hipStreamCreateWithFlags(ctypes.byref(stream), 1) == 0
+    try:
+        cost(1.0, 0)
+        assert lib.hipMemcpyAsync(ctypes.c_void_p(src.ptr), fresh.ctypes.data_as(ctypes.c_void_p),
+                                  ctypes.c_size_t(size), H2D, stream) == 0
+        ringxfer.set_gpu_stream(stream.value)
+        try:
+            st = a.write(src_md, 0, dst_md, 0, sent, a.allocate_transfer_uid())
+        finally:
+            ringxfer.set_gpu_stream(0)
+        st.Wait()
+        assert st.Succeeded(), st.Message()
+        assert np.array_equal(dst.get()[:sent], fresh[:sent])
+    finally:
+        cost(0.0, 0)
+        lib.hipStreamSynchronize(stream)
+        lib.hipStreamDestroy(stream)
+        a.deregister_memory(src_md)
+        b.deregister_memory(dst_md)
+        src.free()
+        dst.free()

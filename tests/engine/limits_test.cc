@@ -239,6 +239,17 @@ TEST(Limits, PeersThatLeaveAreForgotten) {
 // slots are taken, an idle inbound connection is closed after idle_timeout; below that,
 // idle connections stay.
 TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
+  // How many of `clients` the target has not closed within 5 s.
+  auto still_open = [](std::vector<std::unique_ptr<testing::RawClient>>& clients) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int open = 0;
+    for (auto& c : clients) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now());
+      open += c->wait_closed(static_cast<int>(std::max<int64_t>(left.count(), 1))) ? 0 : 1;
+    }
+    return open;
+  };
   EngineConfig cfg;
   cfg.rings = 1;
   cfg.max_inbound_connections = 8;
@@ -278,9 +289,10 @@ TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
   EXPECT_TRUE(written) << "idle connections held every slot for 10 s";
   EXPECT_EQ(dst, src);
   EXPECT_GE(target->stats().idle_closed, 1u);
-  for (auto& c : squatters) {
-    EXPECT_TRUE(c->wait_closed(5000)) << "an idle squatter is still connected";
-  }
+  // Idle connections are closed only while over half the slots are taken: with the
+  // client's three, the last squatter may stay (squatters that went idle in different
+  // ticks are closed in turn, and closing stops at half).
+  EXPECT_LE(still_open(squatters), 1) << "idle squatters stayed while the target was crowded";
   // Below half the slots, an idle connection stays: a write after twice the idle
   // timeout reuses the client's connections.
   const uint64_t opened = client->stats().connections_opened;
@@ -321,9 +333,7 @@ TEST(Limits, IdleConnectionsGiveBackTheirSlotsUnderAFlood) {
   }
   EXPECT_EQ(failed, 0) << "reads failed while the target was crowded";
   EXPECT_EQ(client->stats().connections_opened, opened);
-  for (auto& c : more) {
-    EXPECT_TRUE(c->wait_closed(5000)) << "an idle squatter is still connected";
-  }
+  EXPECT_LE(still_open(more), 1) << "idle squatters stayed while the target was crowded";
 }
 
 // Transfers beyond the 8,192 in flight to one peer wait; beyond max_queued_transfers of

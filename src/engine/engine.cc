@@ -203,8 +203,9 @@ absl::StatusOr<MemoryDesc> Engine::register_memory(void* ptr, uint64_t size,
   d.location = location;
   d.address = reinterpret_cast<uint64_t>(ptr);
   d.rkey = r->key;
-  if (impl_->config.zerocopy_threshold_bytes > 0) {
-    // Zero-copy sends from registered buffers pin no pages per send.
+  if (impl_->config.zerocopy_threshold_bytes > 0 && location == MemoryLocation::kCpu) {
+    // Zero-copy sends from registered buffers pin no pages per send. (GPU memory is sent
+    // from its staging slabs, which are fixed buffers already.)
     impl_->transport->add_fixed_buffer(static_cast<std::byte*>(ptr), size);
   }
   return d;

@@ -139,39 +139,47 @@ size_t SlabPool::waiting() const {
 }
 
 absl::StatusOr<std::vector<SlabPool*>> Staging::prepare(int device) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!runtime_) {
-    absl::StatusOr<std::shared_ptr<GpuRuntime>> rt = GpuRuntime::find();
-    if (!rt.ok()) {
-      return rt.status();
+  std::shared_ptr<GpuRuntime> rt;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!runtime_) {
+      absl::StatusOr<std::shared_ptr<GpuRuntime>> found = GpuRuntime::find();
+      if (!found.ok()) {
+        return found.status();
+      }
+      runtime_ = *found;
     }
-    runtime_ = *rt;
+    rt = runtime_;
+    if (to_host_.contains(device)) {
+      return std::vector<SlabPool*>{};
+    }
   }
-  std::vector<SlabPool*> made;
-  if (to_host_.contains(device)) {
-    return made;
-  }
+  // The pinned allocations are made outside the lock: ring threads look pools up under it
+  // while they stage frames.
   int count = 0;
-  if (GpuError e = runtime_->api().get_device_count(&count); e != gpu_abi::kSuccess) {
-    runtime_->api().get_last_error();
-    return runtime_->error("get_device_count", e);
+  if (GpuError e = rt->api().get_device_count(&count); e != gpu_abi::kSuccess) {
+    rt->api().get_last_error();
+    return rt->error("get_device_count", e);
   }
   if (device < 0 || device >= count) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "GPU device %d does not exist: %s sees %d device(s)", device, runtime_->describe(), count));
+        "GPU device %d does not exist: %s sees %d device(s)", device, rt->describe(), count));
   }
   absl::StatusOr<std::unique_ptr<SlabPool>> up =
-      SlabPool::create(runtime_, device, StageDirection::kToHost, slab_bytes_, slabs_);
+      SlabPool::create(rt, device, StageDirection::kToHost, slab_bytes_, slabs_);
   if (!up.ok()) {
     return up.status();
   }
   absl::StatusOr<std::unique_ptr<SlabPool>> down =
-      SlabPool::create(runtime_, device, StageDirection::kToDevice, slab_bytes_, slabs_);
+      SlabPool::create(rt, device, StageDirection::kToDevice, slab_bytes_, slabs_);
   if (!down.ok()) {
     return down.status();
   }
-  made.push_back(up->get());
-  made.push_back(down->get());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (to_host_.contains(device)) {
+    return std::vector<SlabPool*>{};  // another thread made them meanwhile; ours go
+  }
+  std::vector<SlabPool*> made = {up->get(), down->get()};
   to_host_.emplace(device, std::move(*up));
   to_device_.emplace(device, std::move(*down));
   return made;

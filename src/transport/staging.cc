@@ -369,7 +369,8 @@ void Worker::maybe_finish_rx_stage(const std::shared_ptr<RxStage>& st) {
   }
   if (std::shared_ptr<OutOp> op = std::move(st->out)) {
     if (!why.ok()) {
-      initiator_.fail(op, why);
+      // A read: the target is told to stop sending the rest (a Cancel).
+      initiator_.abort(op, why);
     }
     initiator_.on_payload(op, st->lost ? 0 : st->bytes);
   }

@@ -376,6 +376,7 @@ TEST(GpuStaging, AFailedCopyFailsExactlyThatTransferOnEitherSide) {
   for (const Step& s : {Step{"write from GPU to host memory", ad, hd, true, 3 << 20},
                         Step{"write from GPU to GPU", ad, bd, true, 3 << 20},
                         Step{"read from GPU into GPU", ad, bd, false, 3 << 20},
+                        Step{"read of host memory into GPU", ad, hd, false, 3 << 20},
                         Step{"inline read of GPU memory into host memory", had, bd, false, 4096}}) {
     SCOPED_TRACE(s.what);
     fail_copies(0, 1);

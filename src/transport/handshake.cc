@@ -290,11 +290,12 @@ void Worker::on_accept(int32_t res) {
     const EngineConfig& e = t_->config.engine;
     const int inbound = t_->inbound_conns.load(std::memory_order_relaxed);
     if (inbound >= e.max_inbound_connections || handshaking_ >= e.max_handshaking_connections) {
-      // Over a limit: closed at once (the backlog keeps moving), counted, said once in a
-      // while (RX_LOG is rate-limited per site).
-      ::close(res);
+      // Over a limit: counted, closed at once (the backlog keeps moving), said once in a
+      // while (RX_LOG is rate-limited per site). Counted first: a peer that sees the close
+      // and then reads the stats finds its refusal there.
       const uint64_t n =
-          t_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed) + 1;
+          t_->counters.connections_refused.fetch_add(1, std::memory_order_release) + 1;
+      ::close(res);
       RX_LOG(kWarn,
              "refused a connection: %d inbound open (max_inbound_connections %d), %d "
              "handshaking (max_handshaking_connections %d); %d refused so far",

@@ -189,6 +189,10 @@ void Worker::on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags) {
   zc_[slot].staged.reset();  // its slab may go back to the pool now
   zc_[slot].busy = false;
   zc_free_.push_back(slot);
+  let_go(out, in);
+}
+
+void Worker::let_go(const std::shared_ptr<OutOp>& out, const std::shared_ptr<InOp>& in) {
   if (out) {
     --out->pending;
     initiator_.settle(out);

@@ -155,14 +155,7 @@ void Worker::fill_slab(const std::shared_ptr<StagedSend>& st, memory::Slab* slab
              [this, st, out, in](absl::Status s) {
                on_send_copied(st, std::move(s));
                // After the item's fate is settled: the transfer may finish now.
-               if (out) {
-                 --out->pending;
-                 initiator_.settle(out);
-               }
-               if (in) {
-                 --in->pending;
-                 target_.settle(in);
-               }
+               let_go(out, in);
              });
   }
 }

@@ -222,6 +222,9 @@ class Worker final : public ring::CompletionHandler {
   // `pinned`: a zero-copy send from memory that is not a registered buffer.
   void on_send(Conn* c, int32_t res, bool pinned);
   void item_done(SendItem& item, bool ok);
+  // A kernel operation or copy that held `out` and/or `in` (either may be null) ended:
+  // one pending operation less, and each finishes if that was the last.
+  void let_go(const std::shared_ptr<OutOp>& out, const std::shared_ptr<InOp>& in);
   void on_zc(uint32_t slot, uint16_t gen, int32_t res, uint32_t flags);
   // The registered-buffer slot that holds all of `v`, or -1.
   int fixed_buffer_for(const iovec& v) const;

@@ -152,7 +152,9 @@ class Engine {
                                     const MemoryDesc& remote, uint64_t remote_offset, uint64_t size,
                                     uint64_t transfer_id);
   // Many (local offset, remote offset, size) triples between one pair, as one transfer
-  // with one status. The three spans have the same length, 1..8192.
+  // with one status. The three spans have the same length, at least 1 (no upper cap
+  // short of half a billion: a batch of more entries than one request carries goes as
+  // several requests, still one transfer with one status on both sides).
   absl::StatusOr<StatusHandle> batch_write(const MemoryDesc& local,
                                            std::span<const uint64_t> local_offsets,
                                            const MemoryDesc& remote,

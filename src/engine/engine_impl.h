@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -187,9 +188,8 @@ class EngineImpl {
           "%s: local_offsets (%d), remote_offsets (%d) and sizes (%d) differ in length", verb,
           local_offsets.size(), remote_offsets.size(), sizes.size()));
     }
-    if (sizes.empty() || sizes.size() > wire::kSegmentsMax) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: %d transfers in one batch; use 1..%d",
-                                                        verb, sizes.size(), wire::kSegmentsMax));
+    if (sizes.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: a batch of no transfers", verb));
     }
     std::optional<memory::Pin> pin;
     int16_t device = -1;
@@ -247,6 +247,32 @@ class EngineImpl {
     } else {
       parts.push_back(std::move(pieces));
     }
+    // A request carries at most wire::kSegmentsMax pieces: a larger batch goes as
+    // several requests with the same id, each to the lane group of its part.
+    std::vector<int> part_groups;
+    std::vector<std::vector<transport::Piece>> requests;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
+      std::vector<transport::Piece>& part = parts[i];
+      for (size_t at = 0; at < part.size(); at += wire::kSegmentsMax) {
+        const size_t end = std::min(part.size(), at + size_t{wire::kSegmentsMax});
+        if (at == 0 && end == part.size()) {
+          requests.push_back(std::move(part));
+        } else {
+          requests.emplace_back(part.begin() + static_cast<ptrdiff_t>(at),
+                                part.begin() + static_cast<ptrdiff_t>(end));
+        }
+        part_groups.push_back(group);
+      }
+    }
+    if (requests.size() > std::numeric_limits<uint16_t>::max()) {
+      std::lock_guard lock(mu);
+      inflight.erase(std::make_pair(remote.engine_key, id));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %d transfers in one batch is over the limit of %d", verb,
+                          sizes.size(), uint64_t{wire::kSegmentsMax} * 65535));
+    }
+    parts = std::move(requests);
     struct Join {
       std::atomic<int> left{0};
       std::mutex mu;
@@ -267,7 +293,7 @@ class EngineImpl {
     join->left = static_cast<int>(parts.size());
     const uint16_t nparts = parts.size() > 1 ? static_cast<uint16_t>(parts.size()) : 0;
     for (size_t i = 0; i < parts.size(); ++i) {
-      const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
+      const int group = part_groups[i];
       transport->start(
           transport::lane_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
           [this, status, join, key = remote.engine_key, id](absl::Status st) {

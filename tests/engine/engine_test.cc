@@ -224,6 +224,47 @@ TEST_P(EngineTransfer, BatchesContiguousAndStridedSegments) {
   }
 }
 
+// A batch has no entry cap: one of more entries than a request carries
+// (wire::kSegmentsMax) is sent as several requests with one status, on either side.
+TEST_P(EngineTransfer, BatchesOfMoreEntriesThanOneRequestCarry) {
+  EnginePair pair(config());
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  constexpr size_t kCount = 2 * wire::kSegmentsMax + 100, kSize = 8, kStride = 16;
+  const size_t span = kCount * kStride;
+  Guarded src(span), dst(span), back(span);
+  fill_pattern(src.data(), span, 11);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), span);
+  MemoryDesc md = *pair.b().register_memory(dst.data(), span);
+  MemoryDesc mb = *pair.a().register_memory(back.data(), span);
+  std::vector<uint64_t> offs, sizes;
+  for (size_t i = 0; i < kCount; ++i) {
+    offs.push_back(i * kStride);
+    sizes.push_back(kSize);
+  }
+  const uint64_t wid = pair.a().allocate_transfer_id();
+  expect_success(must(pair.a().batch_write(ms, offs, md, offs, sizes, wid)));
+  const uint64_t rid = pair.a().allocate_transfer_id();
+  expect_success(must(pair.a().batch_read(mb, offs, md, offs, sizes, rid)));
+  for (size_t i = 0; i < kCount; ++i) {
+    ASSERT_EQ(std::memcmp(src.data() + offs[i], dst.data() + offs[i], kSize), 0) << i;
+    ASSERT_EQ(std::memcmp(src.data() + offs[i], back.data() + offs[i], kSize), 0) << i;
+    for (size_t g = kSize; g < kStride; ++g) {
+      ASSERT_EQ(dst.data()[offs[i] + g], 0) << "gap byte " << g << " of entry " << i;
+      ASSERT_EQ(back.data()[offs[i] + g], 0) << "gap byte " << g << " of entry " << i;
+    }
+  }
+  EXPECT_TRUE(dst.guards_intact());
+  EXPECT_TRUE(back.guards_intact());
+  // One inbound status per transfer on the target, however many requests carried it.
+  StatusHandle in = pop_inbound(pair.b(), "initiator", wid);
+  ASSERT_NE(in, nullptr);
+  EXPECT_TRUE(in->succeeded()) << in->status();
+  in = pop_inbound(pair.b(), "initiator", rid);
+  ASSERT_NE(in, nullptr);
+  EXPECT_TRUE(in->succeeded()) << in->status();
+  EXPECT_EQ(pair.b().pop_inbound_status("initiator", wid), nullptr);
+}
+
 INSTANTIATE_TEST_SUITE_P(Matrix, EngineTransfer,
                          ::testing::Values(Config{1, 0, 1}, Config{4, 0, 1}, Config{4, 16384, 1},
                                            Config{4, 0, 2}),

@@ -32,8 +32,15 @@ struct SocketOptions {
 };
 
 struct EngineConfig {
-  // Address to listen on: an IPv4 or IPv6 literal or a host name. Non-empty.
+  // Address to listen on: an IPv4 or IPv6 literal or a host name; "" listens on every
+  // interface, IPv6 and IPv4 ("0.0.0.0": every IPv4 one, "::": every IPv6 one).
   std::string host = "127.0.0.1";
+  // The address desc() tells peers (desc().host). Empty: `host`, or when that is every
+  // interface, an address other hosts can reach: the source address of the default
+  // route, else the first non-loopback address of an interface that is up (creation
+  // fails with kUnavailable, naming this field, when there is none; with only loopback
+  // up, 127.0.0.1 and a warning). Set it on hosts with several networks.
+  std::string advertise_host;
   // 0 binds an ephemeral port; desc().port then carries the real one.
   uint16_t port = 0;
   // Ring threads, each with one io_uring; fixed for the engine's life, whatever the

@@ -38,8 +38,14 @@ absl::Status buffer(const char* field, int bytes) {
 }  // namespace
 
 absl::Status EngineConfig::validate() const {
-  if (host.empty()) {
-    return absl::InvalidArgumentError("EngineConfig.host is empty");
+  if (host.size() > 255) {
+    return absl::InvalidArgumentError("EngineConfig.host is longer than 255 bytes");
+  }
+  if (advertise_host.size() > 255 || advertise_host == "0.0.0.0" || advertise_host == "::") {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "EngineConfig.advertise_host = \"%s\": use an address or host name peers can reach "
+        "(at most 255 bytes), or \"\" to choose one",
+        advertise_host.substr(0, 64)));
   }
   RX_CHECK_FIELD(range<int>("rings", rings, 1, 64));
   RX_CHECK_FIELD(range<int>("stripes", stripes, 1, 16));

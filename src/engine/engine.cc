@@ -1,5 +1,6 @@
 #include "ringxfer/engine.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
@@ -10,6 +11,7 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "engine/engine_impl.h"
+#include "transport/address.h"
 #include "transport/lane_key.h"
 #include "wire/limits.h"
 
@@ -59,6 +61,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   if (absl::Status st = config.validate(); !st.ok()) {
     return st;
   }
+  std::string advertised = config.advertise_host.empty() ? config.host : config.advertise_host;
+  if (transport::is_any_host(advertised)) {
+    absl::StatusOr<std::string> h =
+        transport::reachable_host(config.host == "0.0.0.0" ? AF_INET : AF_INET6);
+    if (!h.ok()) {
+      return h.status();
+    }
+    advertised = std::move(*h);
+  }
   auto impl = std::make_unique<detail::EngineImpl>();
   impl->config = config;
   impl->inbound =
@@ -79,7 +90,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   d.key = std::move(key);
   d.hostname = detail::host_name();
   d.node_id = d.hostname;
-  d.host = config.host;
+  d.host = std::move(advertised);
   d.port = impl->transport->port();
   d.pid = static_cast<int32_t>(getpid());
   d.protocol_version = wire::kVersionMax;

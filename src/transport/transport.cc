@@ -24,6 +24,7 @@
 #include "base/errno_status.h"
 #include "base/log.h"
 #include "ring/event_loop.h"
+#include "transport/address.h"
 #include "transport/worker.h"
 #include "wire/codec.h"
 
@@ -84,24 +85,11 @@ absl::StatusOr<std::unique_ptr<Transport>> Transport::create(Config config,
     }
   }
 
-  absl::StatusOr<std::pair<sockaddr_storage, socklen_t>> addr =
-      resolve_address(impl->config.engine.host, impl->config.engine.port);
-  if (!addr.ok()) {
-    return addr.status();
+  absl::StatusOr<int> listening = listen_on(impl->config.engine.host, impl->config.engine.port);
+  if (!listening.ok()) {
+    return listening.status();
   }
-  const int fd = ::socket(addr->first.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return base::errno_to_status(errno, "socket");
-  }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr->first), addr->second) != 0 ||
-      ::listen(fd, 1024) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return base::errno_to_status(err, absl::StrFormat("listen on %s:%d", impl->config.engine.host,
-                                                      impl->config.engine.port));
-  }
+  const int fd = *listening;
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof(bound);
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);

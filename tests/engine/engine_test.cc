@@ -1,5 +1,9 @@
 // Two engines in one process over real loopback sockets.
 #include <dirent.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -427,6 +431,115 @@ TEST(Engine, WorksOverIpv6Loopback) {
   MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
   expect_success(must(pair.a().write(ms, 0, md, 0, src.size(), 1)));
   EXPECT_EQ(src, dst);
+}
+
+// Whether a TCP connection to `host`:`port` is accepted.
+bool can_connect(const char* host, uint16_t port) {
+  sockaddr_storage a{};
+  socklen_t len = 0;
+  if (inet_pton(AF_INET, host, &reinterpret_cast<sockaddr_in*>(&a)->sin_addr) == 1) {
+    reinterpret_cast<sockaddr_in*>(&a)->sin_family = AF_INET;
+    reinterpret_cast<sockaddr_in*>(&a)->sin_port = htons(port);
+    len = sizeof(sockaddr_in);
+  } else {
+    inet_pton(AF_INET6, host, &reinterpret_cast<sockaddr_in6*>(&a)->sin6_addr);
+    reinterpret_cast<sockaddr_in6*>(&a)->sin6_family = AF_INET6;
+    reinterpret_cast<sockaddr_in6*>(&a)->sin6_port = htons(port);
+    len = sizeof(sockaddr_in6);
+  }
+  const int fd = socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&a), len) == 0;
+  if (fd >= 0) {
+    close(fd);
+  }
+  return ok;
+}
+
+// host "" listens on every interface (IPv4 and IPv6) and tells peers an address they
+// can reach, not a wildcard; advertise_host overrides it.
+TEST(Engine, ListensOnEveryInterfaceAndTellsPeersAReachableAddress) {
+  EnginePair pair({}, "");
+  ASSERT_TRUE(pair.error.ok()) << pair.error;
+  const EngineDesc& d = pair.b().desc();
+  EXPECT_FALSE(d.host.empty());
+  EXPECT_NE(d.host, "0.0.0.0");
+  EXPECT_NE(d.host, "::");
+  EXPECT_TRUE(can_connect("127.0.0.1", d.port));
+  const bool ipv6 =
+      can_connect("::1", pair.b().desc().port) || socket(AF_INET6, SOCK_STREAM, 0) < 0;
+  EXPECT_TRUE(ipv6) << "the dual-stack listener refuses ::1";
+  // Peers use the advertised address: a transfer through it works.
+  std::vector<uint8_t> src(4096, 0x5a), dst(4096, 0);
+  MemoryDesc ms = *pair.a().register_memory(src.data(), src.size());
+  MemoryDesc md = *pair.b().register_memory(dst.data(), dst.size());
+  expect_success(must(pair.a().write(ms, 0, md, 0, src.size(), 1)));
+  EXPECT_EQ(src, dst);
+
+  EngineConfig cfg;
+  cfg.host = "0.0.0.0";
+  auto v4 = Engine::create("v4", cfg);
+  ASSERT_TRUE(v4.ok()) << v4.status();
+  EXPECT_NE((*v4)->desc().host.find('.'), std::string::npos) << (*v4)->desc().host;
+  EXPECT_TRUE(can_connect("127.0.0.1", (*v4)->desc().port));
+
+  cfg.host = "";
+  cfg.advertise_host = "kv-node-7.example";
+  auto named = Engine::create("named", cfg);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ((*named)->desc().host, "kv-node-7.example");
+
+  cfg.advertise_host = "0.0.0.0";
+  auto bad = Engine::create("bad", cfg);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("advertise_host"), std::string::npos) << bad.status();
+}
+
+// In a network namespace with no interface up there is no address to tell peers:
+// creation fails naming the setting; with loopback up, peers on this host are told
+// 127.0.0.1. (Root only: it makes a network namespace in a child process.)
+TEST(Engine, WithNoReachableAddressListeningEverywhereFailsNamingTheSetting) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root for a network namespace";
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (unshare(CLONE_NEWNET) != 0) {
+      _exit(77);
+    }
+    EngineConfig cfg;
+    cfg.host = "";
+    auto e = Engine::create("alone", cfg);
+    if (e.ok() || e.status().code() != absl::StatusCode::kUnavailable ||
+        e.status().message().find("advertise_host") == std::string_view::npos) {
+      _exit(1);
+    }
+    const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0) {
+      _exit(2);
+    }
+    ifr.ifr_flags = static_cast<int16_t>(ifr.ifr_flags | IFF_UP);
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0) {
+      _exit(3);
+    }
+    close(fd);
+    auto lo = Engine::create("loopback-only", cfg);
+    if (!lo.ok()) {
+      _exit(4);
+    }
+    _exit((*lo)->desc().host == "127.0.0.1" ? 0 : 5);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(child, &wstatus, 0), child);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  if (WEXITSTATUS(wstatus) == 77) {
+    GTEST_SKIP() << "no network namespaces here";
+  }
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0) << "1: no clear error without an address; 4, 5: loopback "
+                                        "not chosen";
 }
 
 TEST(Engine, ReportsArgumentErrorsAtOnceAndSendsNothing) {

@@ -1,24 +1,29 @@
 """ringxfer: one-sided transfers between registered memory over TCP, driven by io_uring.
 
-The MORI-IO-compatible surface (``IOEngine``, ``IOEngineConfig``, ``TcpBackendConfig``,
+The MORI-IO-shaped surface (``IOEngine``, ``IOEngineConfig``, ``TcpBackendConfig``,
 ``BackendType``, ``MemoryLocationType``, ``StatusCode``, ``EngineDesc``, ``MemoryDesc``,
-``TransferStatus``, ``set_log_level``) has the same names, argument order, defaults and
-semantics as ``mori.io``, so that ``from ringxfer import ...`` replaces
-``from mori.io import ...``. On top of it: ``status.wait()`` raising
+``TransferStatus``, ``set_log_level``) has MORI-IO's names, argument order and
+defaults. Where MORI answers a mistake with a status, ringxfer raises (a size of 0, an
+empty batch, an offset out of range, a transfer id already in flight: ``ValueError``;
+``raise_errors=False`` returns a failed status instead), ``TransferStatus.WaitFor``
+returns a bool, and ``create_backend`` twice raises. Clients written for MORI run
+unchanged on the ``ringxfer-mori`` compatibility package (``python/mori_compat``), which
+keeps MORI's semantics everywhere. On top of it: ``status.wait()`` raising
 :class:`TransferError`, ``await status``, engines as context managers, registration of
-buffer-protocol objects and DLPack producers, and ``engine.stats()``.
+buffer-protocol objects and DLPack producers, access rights, and ``engine.stats()``.
 """
 
-from __future__ import annotations
-
-import asyncio
-import ctypes
-import math
-import os
-import socket
-import sys
-import weakref
-from typing import Any, List, Optional, Sequence
+import asyncio as _asyncio
+import ctypes as _ctypes
+import math as _math
+import os as _os
+import socket as _socket
+import sys as _sys
+import weakref as _weakref
+from typing import Any as _Any
+from typing import List as _List
+from typing import Optional as _Optional
+from typing import Sequence as _Sequence
 
 from . import _core
 from ._core import (
@@ -80,15 +85,15 @@ def _raise_if_failed(status: TransferStatus) -> TransferStatus:
     return status
 
 
-def _status_wait(self: TransferStatus, timeout: Optional[float] = None) -> TransferStatus:
+def _status_wait(self: TransferStatus, timeout: _Optional[float] = None) -> TransferStatus:
     """Blocks until the transfer is final (the GIL is released meanwhile).
 
     Returns the status on success; raises :class:`TransferError` on failure and
-    ``TimeoutError`` if ``timeout`` seconds pass first (``None`` or ``math.inf``: no
+    ``TimeoutError`` if ``timeout`` seconds pass first (``None`` or ``_math.inf``: no
     limit; a timeout too long for the clock is no limit either)."""
-    if timeout is None or timeout == math.inf:
+    if timeout is None or timeout == _math.inf:
         self.Wait()
-    elif math.isnan(timeout):
+    elif _math.isnan(timeout):
         raise ValueError("wait: timeout is NaN")
     elif not self.WaitFor(max(0, int(timeout * 1000))):
         raise TimeoutError(f"transfer {self.transfer_id} still in progress after {timeout} s")
@@ -100,13 +105,13 @@ class _LoopNotifier:
     from the engine's thread; the loop then resolves the futures of finished statuses.
     No thread per transfer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: _asyncio.AbstractEventLoop):
         self._loop = loop
         self._notifier = _core.Notifier()
         self._pending: dict = {}
         loop.add_reader(self._notifier.fileno(), self._on_readable)
 
-    def watch(self, status: TransferStatus) -> "asyncio.Future[TransferStatus]":
+    def watch(self, status: TransferStatus) -> "_asyncio.Future[TransferStatus]":
         fut = self._loop.create_future()
         entry = self._pending.setdefault(id(status), (status, []))
         entry[1].append(fut)
@@ -130,8 +135,8 @@ class _LoopNotifier:
                     fut.set_result(status)
 
 
-_loop_notifiers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopNotifier]" = (
-    weakref.WeakKeyDictionary()
+_loop_notifiers: "_weakref.WeakKeyDictionary[_asyncio.AbstractEventLoop, _LoopNotifier]" = (
+    _weakref.WeakKeyDictionary()
 )
 
 
@@ -139,7 +144,7 @@ def _status_await(self: TransferStatus):
     """``await status``: resolves to the status on success, raises TransferError."""
     if self.done():
         return _raise_if_failed(self)
-    loop = asyncio.get_running_loop()
+    loop = _asyncio.get_running_loop()
     notifier = _loop_notifiers.get(loop)
     if notifier is None:
         notifier = _LoopNotifier(loop)
@@ -151,7 +156,7 @@ TransferStatus.wait = _status_wait
 TransferStatus.__await__ = _status_await
 
 
-def wait_all(statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
+def wait_all(statuses: _Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
     """Waits for all statuses: SUCCESS, the first failure's code, or IN_PROGRESS when
     ``timeout_ms`` (0: poll; negative or too long for the clock: no limit; positive: one
     shared deadline) ran out."""
@@ -175,7 +180,7 @@ def _torch_stream(md) -> int:
     explicit = _core.gpu_stream()
     if explicit:
         return explicit
-    torch = sys.modules.get("torch")
+    torch = _sys.modules.get("torch")
     try:
         if torch is not None and torch.cuda.is_available():
             return int(torch.cuda.current_stream(md.device_id).cuda_stream)
@@ -196,7 +201,7 @@ def _ordered(md, call):
         _core.set_gpu_stream(0)
 
 
-def _dlpack_gpu(obj: Any):
+def _dlpack_gpu(obj: _Any):
     """(address, bytes, device, capsule) of a C-contiguous DLPack producer whose memory is
     on a CUDA or ROCm device, else None. The capsule is kept (unconsumed, it frees the
     tensor's hold when collected) for as long as the memory stays registered."""
@@ -206,29 +211,28 @@ def _dlpack_gpu(obj: Any):
     device_type, device_id = dev()
     if int(device_type) not in (_DLPACK_CUDA, _DLPACK_ROCM):
         return None
-    import ctypes
 
-    class _DLDevice(ctypes.Structure):
-        _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+    class _DLDevice(_ctypes.Structure):
+        _fields_ = [("device_type", _ctypes.c_int32), ("device_id", _ctypes.c_int32)]
 
-    class _DLDataType(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+    class _DLDataType(_ctypes.Structure):
+        _fields_ = [("code", _ctypes.c_uint8), ("bits", _ctypes.c_uint8), ("lanes", _ctypes.c_uint16)]
 
-    class _DLTensor(ctypes.Structure):
+    class _DLTensor(_ctypes.Structure):
         _fields_ = [
-            ("data", ctypes.c_void_p),
+            ("data", _ctypes.c_void_p),
             ("device", _DLDevice),
-            ("ndim", ctypes.c_int32),
+            ("ndim", _ctypes.c_int32),
             ("dtype", _DLDataType),
-            ("shape", ctypes.POINTER(ctypes.c_int64)),
-            ("strides", ctypes.POINTER(ctypes.c_int64)),
-            ("byte_offset", ctypes.c_uint64),
+            ("shape", _ctypes.POINTER(_ctypes.c_int64)),
+            ("strides", _ctypes.POINTER(_ctypes.c_int64)),
+            ("byte_offset", _ctypes.c_uint64),
         ]
 
     capsule = obj.__dlpack__()
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype = ctypes.c_void_p
-    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    get = _ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = _ctypes.c_void_p
+    get.argtypes = [_ctypes.py_object, _ctypes.c_char_p]
     # DLManagedTensor starts with its DLTensor.
     t = _DLTensor.from_address(get(capsule, b"dltensor"))
     shape = [t.shape[i] for i in range(t.ndim)]
@@ -245,7 +249,7 @@ def _dlpack_gpu(obj: Any):
     return (t.data or 0) + t.byte_offset, nbytes, int(t.device.device_id), capsule
 
 
-def _access(remote_read: bool, remote_write: bool, allowed_engines: Optional[Sequence[str]]) -> dict:
+def _access(remote_read: bool, remote_write: bool, allowed_engines: _Optional[_Sequence[str]]) -> dict:
     """register_memory's access keywords, checked, as _core takes them."""
     if isinstance(allowed_engines, (str, bytes)):
         raise TypeError("allowed_engines must be a list of engine keys, not a single string")
@@ -257,10 +261,10 @@ def _access(remote_read: bool, remote_write: bool, allowed_engines: Optional[Seq
     }
 
 
-def _capsule_address(capsule: Any) -> int:
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype = ctypes.c_void_p
-    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+def _capsule_address(capsule: _Any) -> int:
+    get = _ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = _ctypes.c_void_p
+    get.argtypes = [_ctypes.py_object, _ctypes.c_char_p]
     return int(get(capsule, None))
 
 
@@ -274,25 +278,41 @@ class IOEngineSession:
         """A transfer id not used before by this engine."""
         return self._sess.allocate_transfer_uid()
 
-    def read(self, local_offset: int, remote_offset: int, size: int, uid: int) -> TransferStatus:
-        """remote -> local."""
-        return self._sess.read(local_offset, remote_offset, size, uid)
+    def read(
+        self, local_offset: int, remote_offset: int, size: int, uid: int, *, raise_errors: bool = True
+    ) -> TransferStatus:
+        """remote -> local (arguments as for IOEngine.read)."""
+        return self._sess.read(local_offset, remote_offset, size, uid, raise_errors=raise_errors)
 
-    def write(self, local_offset: int, remote_offset: int, size: int, uid: int) -> TransferStatus:
+    def write(
+        self, local_offset: int, remote_offset: int, size: int, uid: int, *, raise_errors: bool = True
+    ) -> TransferStatus:
         """local -> remote."""
-        return self._sess.write(local_offset, remote_offset, size, uid)
+        return self._sess.write(local_offset, remote_offset, size, uid, raise_errors=raise_errors)
 
     def batch_read(
-        self, local_offsets: Sequence[int], remote_offsets: Sequence[int], sizes: Sequence[int], uid: int
+        self,
+        local_offsets: _Sequence[int],
+        remote_offsets: _Sequence[int],
+        sizes: _Sequence[int],
+        uid: int,
+        *,
+        raise_errors: bool = True,
     ) -> TransferStatus:
         """Many remote -> local ranges as one transfer with one status."""
-        return self._sess.batch_read(local_offsets, remote_offsets, sizes, uid)
+        return self._sess.batch_read(local_offsets, remote_offsets, sizes, uid, raise_errors=raise_errors)
 
     def batch_write(
-        self, local_offsets: Sequence[int], remote_offsets: Sequence[int], sizes: Sequence[int], uid: int
+        self,
+        local_offsets: _Sequence[int],
+        remote_offsets: _Sequence[int],
+        sizes: _Sequence[int],
+        uid: int,
+        *,
+        raise_errors: bool = True,
     ) -> TransferStatus:
         """Many local -> remote ranges as one transfer with one status."""
-        return self._sess.batch_write(local_offsets, remote_offsets, sizes, uid)
+        return self._sess.batch_write(local_offsets, remote_offsets, sizes, uid, raise_errors=raise_errors)
 
     def alive(self) -> bool:
         """False once the local memory or the remote engine is deregistered, or the
@@ -308,16 +328,18 @@ class IOEngine:
     good. The memory of registered Python objects is held by the C++ core (a buffer
     export, or a reference), and released only after the engine has stopped."""
 
-    def __init__(self, key: str, config: Optional[IOEngineConfig] = None):
+    def __init__(self, key: str, config: _Optional[IOEngineConfig] = None):
         if not isinstance(key, str) or not key:
             raise ValueError("IOEngine: key must be a non-empty string")
         self._key = key
-        self._config = config if config is not None else IOEngineConfig()
-        self._engine: Optional[_core.Engine] = None
+        # A copy (as MORI's engine keeps one): the caller may reuse and change its object.
+        given = config if config is not None else IOEngineConfig()
+        self._config = IOEngineConfig(given.host, given.port)
+        self._engine: _Optional[_core.Engine] = None
         self._closed = False
 
     # -- backend --
-    def create_backend(self, type: BackendType, config: Optional[TcpBackendConfig] = None) -> None:
+    def create_backend(self, type: BackendType, config: _Optional[TcpBackendConfig] = None) -> None:
         """Starts the TCP backend (the only one ringxfer has). ``config=None`` takes the
         defaults. Afterwards a configured port of 0 has become the bound port."""
         if type != BackendType.TCP:
@@ -349,7 +371,7 @@ class IOEngine:
     def __enter__(self) -> "IOEngine":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: _Any) -> None:
         self.close()
 
     def _e(self) -> "_core.Engine":
@@ -368,11 +390,11 @@ class IOEngine:
             return self._engine.desc()
         return EngineDesc(
             self._key,
-            self._config.host or "127.0.0.1",
+            self._config.host,
             self._config.port,
-            socket.gethostname(),
-            socket.gethostname(),
-            os.getpid(),
+            _socket.gethostname(),
+            _socket.gethostname(),
+            _os.getpid(),
         )
 
     def register_remote_engine(self, engine_desc: EngineDesc) -> None:
@@ -386,14 +408,14 @@ class IOEngine:
     # -- memory --
     def register_memory(
         self,
-        ptr: Any,
-        size: Optional[int] = None,
+        ptr: _Any,
+        size: _Optional[int] = None,
         device_id: int = -1,
         mem_loc: MemoryLocationType = MemoryLocationType.CPU,
         *,
         remote_read: bool = True,
         remote_write: bool = True,
-        allowed_engines: Optional[Sequence[str]] = None,
+        allowed_engines: _Optional[_Sequence[str]] = None,
     ) -> MemoryDesc:
         """Registers memory: ``ptr`` is an address (int), a PyCapsule (as MORI-IO passes),
         a buffer-protocol object (numpy array, bytearray, memoryview) or a DLPack producer.
@@ -443,11 +465,11 @@ class IOEngine:
 
     def register_buffer(
         self,
-        obj: Any,
+        obj: _Any,
         *,
         remote_read: bool = True,
         remote_write: bool = True,
-        allowed_engines: Optional[Sequence[str]] = None,
+        allowed_engines: _Optional[_Sequence[str]] = None,
     ) -> MemoryDesc:
         """Registers a whole buffer-protocol object or DLPack producer (access keywords as
         for register_memory)."""
@@ -457,11 +479,11 @@ class IOEngine:
 
     def register_torch_tensor(
         self,
-        tensor: Any,
+        tensor: _Any,
         *,
         remote_read: bool = True,
         remote_write: bool = True,
-        allowed_engines: Optional[Sequence[str]] = None,
+        allowed_engines: _Optional[_Sequence[str]] = None,
     ) -> MemoryDesc:
         """Registers a contiguous torch tensor: CPU memory, or GPU memory on its device
         (access keywords as for register_memory)."""
@@ -485,18 +507,32 @@ class IOEngine:
         """A transfer id not used before by this engine."""
         return self._e().allocate_transfer_uid()
 
-    def read(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
+    def read(
+        self, local_md, local_offset, remote_md, remote_offset, size, uid, *, raise_errors: bool = True
+    ) -> TransferStatus:
         """remote -> local: ``size`` bytes from remote_md at remote_offset to local_md at
-        local_offset. Argument errors raise ValueError; the outcome is on the status."""
+        local_offset. A transfer that cannot start (a size of 0, an offset out of range,
+        an unknown peer, ``uid`` already in flight to that peer) raises ValueError, or
+        with ``raise_errors=False`` returns a status that failed with the reason (nothing
+        is sent). The outcome of a started transfer is on the status."""
         e = self._e()
-        return _ordered(local_md, lambda: e.read(local_md, local_offset, remote_md, remote_offset, size, uid))
+        return _ordered(
+            local_md,
+            lambda: e.read(local_md, local_offset, remote_md, remote_offset, size, uid, raise_errors=raise_errors),
+        )
 
-    def write(self, local_md, local_offset, remote_md, remote_offset, size, uid) -> TransferStatus:
-        """local -> remote. Success means the bytes are in the remote engine's memory."""
+    def write(
+        self, local_md, local_offset, remote_md, remote_offset, size, uid, *, raise_errors: bool = True
+    ) -> TransferStatus:
+        """local -> remote (arguments as for read). Success means the bytes are in the
+        remote engine's memory."""
         e = self._e()
-        return _ordered(local_md, lambda: e.write(local_md, local_offset, remote_md, remote_offset, size, uid))
+        return _ordered(
+            local_md,
+            lambda: e.write(local_md, local_offset, remote_md, remote_offset, size, uid, raise_errors=raise_errors),
+        )
 
-    def _batch(self, write, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids):
+    def _batch(self, write, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, raise_errors):
         n = len(local_mds)
         if not (len(local_offsets) == len(remote_mds) == len(remote_offsets) == len(sizes) == len(uids) == n):
             raise ValueError(
@@ -508,22 +544,34 @@ class IOEngine:
             _ordered(
                 local_mds[i],
                 lambda i=i: e.batch(
-                    write, local_mds[i], local_offsets[i], remote_mds[i], remote_offsets[i], sizes[i], uids[i]
+                    write,
+                    local_mds[i],
+                    local_offsets[i],
+                    remote_mds[i],
+                    remote_offsets[i],
+                    sizes[i],
+                    uids[i],
+                    raise_errors=raise_errors,
                 ),
             )
             for i in range(n)
         ]
 
-    def batch_read(self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids) -> List[TransferStatus]:
+    def batch_read(
+        self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, *, raise_errors: bool = True
+    ) -> _List[TransferStatus]:
         """One batched read per memory pair: lists with one inner list of offsets and sizes
-        per pair; one status per pair."""
-        return self._batch(False, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids)
+        per pair; one status per pair. A batch has no entry cap (one larger than a wire
+        request is sent as several, still one transfer)."""
+        return self._batch(False, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, raise_errors)
 
-    def batch_write(self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids) -> List[TransferStatus]:
+    def batch_write(
+        self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, *, raise_errors: bool = True
+    ) -> _List[TransferStatus]:
         """One batched write per memory pair (see batch_read)."""
-        return self._batch(True, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids)
+        return self._batch(True, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, raise_errors)
 
-    def create_session(self, local_md: MemoryDesc, remote_md: MemoryDesc) -> Optional[IOEngineSession]:
+    def create_session(self, local_md: MemoryDesc, remote_md: MemoryDesc) -> _Optional[IOEngineSession]:
         """Binds a local/remote pair once; None when the pair cannot be used. Raises
         RuntimeError when the engine is closed."""
         engine = self._e()
@@ -532,12 +580,12 @@ class IOEngine:
         except (ValueError, RuntimeError):
             return None
 
-    def pop_inbound_transfer_status(self, remote_key: str, uid: int) -> Optional[TransferStatus]:
+    def pop_inbound_transfer_status(self, remote_key: str, uid: int) -> _Optional[TransferStatus]:
         """Target side: the final status of transfer ``uid`` made by engine ``remote_key``
         to or from this engine's memory, once; None if not finished or already popped."""
         return self._e().pop_inbound_transfer_status(remote_key, uid)
 
-    def wait_all(self, statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
+    def wait_all(self, statuses: _Sequence[TransferStatus], timeout_ms: int = -1) -> StatusCode:
         """See :func:`ringxfer.wait_all`."""
         return wait_all(statuses, timeout_ms)
 

@@ -62,10 +62,10 @@ StatusCode mori_code(absl::StatusCode c) {
       return StatusCode::kSuccess;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kAlreadyExists:
       return StatusCode::kErrInvalidArgs;
     case absl::StatusCode::kNotFound:
       return StatusCode::kErrNotFound;
+    case absl::StatusCode::kAlreadyExists:  // a transfer id already in flight to that peer
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kAborted:
       return StatusCode::kErrBadState;
@@ -171,7 +171,8 @@ struct TcpBackendConfig {
   int64_t wait_spin_us = ringxfer::EngineConfig{}.wait_spin.count();
   bool sqpoll = false;
   std::vector<int> ring_cpus;
-  std::string auth_key_file;  // empty: RINGXFER_AUTH_KEY_FILE, else no authentication
+  std::string auth_key_file;   // empty: RINGXFER_AUTH_KEY_FILE, else no authentication
+  std::string advertise_host;  // empty: the listen host, or a reachable address for ""
   int max_inbound_connections = ringxfer::EngineConfig{}.max_inbound_connections;
   int max_handshaking_connections = ringxfer::EngineConfig{}.max_handshaking_connections;
   int64_t handshake_timeout_ms = ringxfer::EngineConfig{}.handshake_timeout.count();
@@ -212,7 +213,8 @@ void def_non_negative(py::class_<TcpBackendConfig>& cls, const char* name,
 
 EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& tcp) {
   EngineConfig c;
-  c.host = io.host.empty() ? "127.0.0.1" : io.host;
+  c.host = io.host;  // "": every interface
+  c.advertise_host = tcp.advertise_host;
   check_port("IOEngineConfig.port", io.port);
   c.port = static_cast<uint16_t>(io.port);
   c.rings = tcp.num_rings;
@@ -511,11 +513,23 @@ class SessionRef {
   Session* session_;  // owned by core_; destroyed by close() or by this object
 };
 
-// Starts a transfer through `owner` (an EngineCore or a SessionRef) with the GIL
-// released, then raises, with the GIL held again, if it failed or the engine is closed.
+// Starts transfer `uid` through `owner` (an EngineCore or a SessionRef) with the GIL
+// released. When it cannot start (bad arguments, unknown peer, id in flight), raises
+// with the GIL held again, or with `raise_errors` false returns a status that failed
+// with the reason (nothing was sent). A closed engine always raises.
 template <typename Owner, typename Start>
-StatusHandle start_on(Owner& owner, Start&& start) {
-  return value_or_raise(owner.use(std::forward<Start>(start)));
+StatusHandle start_on(Owner& owner, bool raise_errors, uint64_t uid, Start&& start) {
+  absl::StatusOr<StatusHandle> r = owner.use(std::forward<Start>(start));
+  if (r.ok()) {
+    return *std::move(r);
+  }
+  if (raise_errors) {
+    raise(r.status());
+  }
+  auto failed = std::make_shared<TransferStatus>(uid);
+  failed->set_in_progress();
+  failed->finish(r.status());
+  return failed;
 }
 
 }  // namespace
@@ -564,7 +578,9 @@ PYBIND11_MODULE(_core, m) {
              return IOEngineConfig{std::move(host), port};
            }),
            py::arg("host") = "", py::arg("port") = 0)
-      .def_readwrite("host", &IOEngineConfig::host, "Address to listen on ('' = 127.0.0.1).")
+      .def_readwrite("host", &IOEngineConfig::host,
+                     "Address to listen on; '' listens on every interface (the engine's "
+                     "descriptor then carries an address peers can reach).")
       .def_property(
           "port", [](const IOEngineConfig& c) { return c.port; },
           [](IOEngineConfig& c, int port) {
@@ -579,20 +595,43 @@ PYBIND11_MODULE(_core, m) {
   auto tcp = py::class_<TcpBackendConfig>(
       m, "TcpBackendConfig",
       "Settings of the TCP backend: MORI-IO's fields with its defaults, and ringxfer's own.");
-  tcp.def(py::init([](py::kwargs kw) {
-            TcpBackendConfig c;
-            py::object self = py::cast(c);
-            for (auto item : kw) {
-              const std::string name = item.first.cast<std::string>();
-              if (!py::hasattr(self, name.c_str()) || name.rfind("_", 0) == 0) {
-                throw py::type_error("TcpBackendConfig got an unexpected keyword argument '" +
-                                     name + "'");
-              }
-              py::setattr(self, name.c_str(), item.second);
-            }
-            return self.cast<TcpBackendConfig>();
-          }),
-          "Keyword arguments set fields by name; unknown names raise TypeError.");
+  tcp.def(
+      py::init([](const py::args& args, const py::kwargs& kw) {
+        // MORI-IO's constructor order; ringxfer's own fields are keywords only.
+        static constexpr const char* kPositional[] = {
+            "sock_sndbuf_bytes",  "sock_rcvbuf_bytes",       "op_timeout_ms", "enable_keepalive",
+            "keepalive_idle_sec", "keepalive_intvl_sec",     "keepalive_cnt", "enable_ctrl_nodelay",
+            "num_data_conns",     "striping_threshold_bytes"};
+        constexpr size_t kCount = sizeof(kPositional) / sizeof(kPositional[0]);
+        if (args.size() > kCount) {
+          throw py::type_error("TcpBackendConfig takes at most " + std::to_string(kCount) +
+                               " positional arguments (" + std::to_string(args.size()) + " given)");
+        }
+        TcpBackendConfig c;
+        py::object self = py::cast(c);
+        for (size_t i = 0; i < args.size(); ++i) {
+          if (kw.contains(kPositional[i])) {
+            throw py::type_error(std::string("TcpBackendConfig got multiple values for "
+                                             "argument '") +
+                                 kPositional[i] + "'");
+          }
+          py::setattr(self, kPositional[i], args[i]);
+        }
+        for (auto item : kw) {
+          const std::string name = item.first.cast<std::string>();
+          if (!py::hasattr(self, name.c_str()) || name.rfind("_", 0) == 0) {
+            throw py::type_error("TcpBackendConfig got an unexpected keyword argument '" + name +
+                                 "'");
+          }
+          py::setattr(self, name.c_str(), item.second);
+        }
+        return self.cast<TcpBackendConfig>();
+      }),
+      "MORI-IO's arguments, in its order: sock_sndbuf_bytes, sock_rcvbuf_bytes, "
+      "op_timeout_ms, enable_keepalive, keepalive_idle_sec, keepalive_intvl_sec, "
+      "keepalive_cnt, enable_ctrl_nodelay, num_data_conns, striping_threshold_bytes "
+      "(positional or keywords); ringxfer's own fields by keyword. Unknown names raise "
+      "TypeError.");
   // Numeric fields refuse negative values when set (ValueError naming field and value);
   // the engine checks the remaining ranges when the backend is created.
 #define RX_TCP_FIELD(name, doc) def_non_negative(tcp, #name, &TcpBackendConfig::name, doc)
@@ -627,6 +666,10 @@ PYBIND11_MODULE(_core, m) {
                     "ringxfer: key file of shared secrets; every connection then proves it "
                     "holds one (README, \"Security\"). Empty: RINGXFER_AUTH_KEY_FILE, else "
                     "peers are not authenticated.");
+  tcp.def_readwrite("advertise_host", &TcpBackendConfig::advertise_host,
+                    "ringxfer: the address the engine's descriptor tells peers. Empty: "
+                    "IOEngineConfig.host, or when that is \"\" (every interface) the address "
+                    "of the default route's interface.");
   tcp.def_property(
       "ring_cpus", [](const TcpBackendConfig& c) { return c.ring_cpus; },
       [](TcpBackendConfig& c, std::vector<int> cpus) {
@@ -798,38 +841,47 @@ PYBIND11_MODULE(_core, m) {
            })
       .def(
           "write",
-          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid) {
+          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid,
+             bool raise_errors) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_on(s, [&](Session& x) { return x.write(a, b, n, uid); });
+            return start_on(s, raise_errors, uid,
+                            [&](Session& x) { return x.write(a, b, n, uid); });
           },
-          py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
+          py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"),
+          py::kw_only(), py::arg("raise_errors") = true)
       .def(
           "read",
-          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid) {
+          [](SessionRef& s, long long lo, long long ro, long long size, uint64_t uid,
+             bool raise_errors) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_on(s, [&](Session& x) { return x.read(a, b, n, uid); });
+            return start_on(s, raise_errors, uid, [&](Session& x) { return x.read(a, b, n, uid); });
           },
-          py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"))
+          py::arg("local_offset"), py::arg("remote_offset"), py::arg("size"), py::arg("uid"),
+          py::kw_only(), py::arg("raise_errors") = true)
       .def(
           "batch_write",
           [](SessionRef& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
-             uint64_t uid) {
+             uint64_t uid, bool raise_errors) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            return start_on(s, [&](Session& x) { return x.batch_write(l, r, z, uid); });
+            return start_on(s, raise_errors, uid,
+                            [&](Session& x) { return x.batch_write(l, r, z, uid); });
           },
-          py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
+          py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"),
+          py::kw_only(), py::arg("raise_errors") = true)
       .def(
           "batch_read",
           [](SessionRef& s, const py::sequence& lo, const py::sequence& ro, const py::sequence& sz,
-             uint64_t uid) {
+             uint64_t uid, bool raise_errors) {
             auto l = offsets_of(lo, "local_offsets"), r = offsets_of(ro, "remote_offsets"),
                  z = offsets_of(sz, "sizes");
-            return start_on(s, [&](Session& x) { return x.batch_read(l, r, z, uid); });
+            return start_on(s, raise_errors, uid,
+                            [&](Session& x) { return x.batch_read(l, r, z, uid); });
           },
-          py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
+          py::arg("local_offsets"), py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"),
+          py::kw_only(), py::arg("raise_errors") = true)
       .def("alive", &SessionRef::alive,
            "False once a memory or the peer is deregistered, or the "
            "engine is closed.");
@@ -940,35 +992,39 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "write",
           [](EngineCore& c, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
-             long long size, uint64_t uid) {
+             long long size, uint64_t uid, bool raise_errors) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_on(c, [&](Engine& e) { return e.write(l, a, r, b, n, uid); });
+            return start_on(c, raise_errors, uid,
+                            [&](Engine& e) { return e.write(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
-          py::arg("size"), py::arg("uid"))
+          py::arg("size"), py::arg("uid"), py::kw_only(), py::arg("raise_errors") = true)
       .def(
           "read",
           [](EngineCore& c, const MemoryDesc& l, long long lo, const MemoryDesc& r, long long ro,
-             long long size, uint64_t uid) {
+             long long size, uint64_t uid, bool raise_errors) {
             const uint64_t a = checked(lo, "local_offset"), b = checked(ro, "remote_offset"),
                            n = checked(size, "size");
-            return start_on(c, [&](Engine& e) { return e.read(l, a, r, b, n, uid); });
+            return start_on(c, raise_errors, uid,
+                            [&](Engine& e) { return e.read(l, a, r, b, n, uid); });
           },
           py::arg("local"), py::arg("local_offset"), py::arg("remote"), py::arg("remote_offset"),
-          py::arg("size"), py::arg("uid"))
+          py::arg("size"), py::arg("uid"), py::kw_only(), py::arg("raise_errors") = true)
       .def(
           "batch",
           [](EngineCore& c, bool write, const MemoryDesc& l, const py::sequence& lo,
-             const MemoryDesc& r, const py::sequence& ro, const py::sequence& sz, uint64_t uid) {
+             const MemoryDesc& r, const py::sequence& ro, const py::sequence& sz, uint64_t uid,
+             bool raise_errors) {
             auto a = offsets_of(lo, "local_offsets"), b = offsets_of(ro, "remote_offsets"),
                  n = offsets_of(sz, "sizes");
-            return start_on(c, [&](Engine& e) {
+            return start_on(c, raise_errors, uid, [&](Engine& e) {
               return write ? e.batch_write(l, a, r, b, n, uid) : e.batch_read(l, a, r, b, n, uid);
             });
           },
           py::arg("write"), py::arg("local"), py::arg("local_offsets"), py::arg("remote"),
-          py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"))
+          py::arg("remote_offsets"), py::arg("sizes"), py::arg("uid"), py::kw_only(),
+          py::arg("raise_errors") = true)
       .def(
           "create_session",
           [](EngineCore& c, const MemoryDesc& l, const MemoryDesc& r) {

@@ -77,8 +77,144 @@ def test_port_zero_binds_an_ephemeral_port_visible_in_the_descriptor():
     assert e.get_engine_desc().port == 0
     e.create_backend(BackendType.TCP)
     port = e.get_engine_desc().port
-    assert port != 0 and cfg.port == port
+    assert port != 0
+    assert cfg.port == 0  # the engine keeps a copy: the caller's object is not written
     e.close()
+
+
+def test_engine_copies_its_config_so_one_object_serves_two_engines():
+    # MORI's example: one IOEngineConfig, its port changed between two engines.
+    import socket
+
+    with socket.socket() as s1, socket.socket() as s2:
+        s1.bind(("127.0.0.1", 0))
+        s2.bind(("127.0.0.1", 0))
+        p1, p2 = s1.getsockname()[1], s2.getsockname()[1]
+    config = IOEngineConfig(host="127.0.0.1", port=p1)
+    first = IOEngine(key="first", config=config)
+    config.port = p2
+    second = IOEngine(key="second", config=config)
+    try:
+        first.create_backend(BackendType.TCP)
+        second.create_backend(BackendType.TCP)
+        assert first.get_engine_desc().port == p1
+        assert second.get_engine_desc().port == p2
+        assert config.port == p2
+    finally:
+        first.close()
+        second.close()
+
+
+def test_tcp_backend_config_takes_mori_positional_arguments():
+    c = TcpBackendConfig(4 << 20, 2 << 20, 1000, False, 11, 12, 13, False, 3, 4096)
+    assert (c.sock_sndbuf_bytes, c.sock_rcvbuf_bytes, c.op_timeout_ms) == (4 << 20, 2 << 20, 1000)
+    assert (c.enable_keepalive, c.keepalive_idle_sec, c.keepalive_intvl_sec) == (False, 11, 12)
+    assert (c.keepalive_cnt, c.enable_ctrl_nodelay, c.num_data_conns) == (13, False, 3)
+    assert c.striping_threshold_bytes == 4096
+    c = TcpBackendConfig(1 << 20, num_rings=1)
+    assert (c.sock_sndbuf_bytes, c.num_rings, c.sock_rcvbuf_bytes) == (1 << 20, 1, 32 << 20)
+    with pytest.raises(TypeError, match="multiple values.*sock_sndbuf_bytes"):
+        TcpBackendConfig(1 << 20, sock_sndbuf_bytes=2 << 20)
+    with pytest.raises(TypeError, match="at most 10 positional"):
+        TcpBackendConfig(*range(11))
+    with pytest.raises(ValueError, match="num_data_conns"):
+        TcpBackendConfig(1 << 20, 1 << 20, 1000, True, 30, 10, 3, True, 17)
+
+
+def test_empty_host_listens_everywhere_and_the_descriptor_is_reachable():
+    import socket
+
+    e = IOEngine("everywhere", IOEngineConfig(host="", port=0))
+    assert e.get_engine_desc().host == ""  # before the backend: as configured
+    e.create_backend(BackendType.TCP)
+    d = e.get_engine_desc()
+    assert d.host not in ("", "0.0.0.0", "::") and d.port > 0
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5):
+        pass
+    peer = make_engine("peer")
+    try:
+        peer.register_remote_engine(d)
+        e.register_remote_engine(peer.get_engine_desc())
+        src, dst = np.arange(256, dtype=np.uint8), np.zeros(256, np.uint8)
+        ms, md = peer.register_memory(src), e.register_memory(dst)
+        peer.write(ms, 0, md, 0, 256, 1).wait(timeout=20)
+        assert np.array_equal(src, dst)
+    finally:
+        peer.close()
+        e.close()
+    named = IOEngine("named", IOEngineConfig(host="", port=0))
+    named.create_backend(BackendType.TCP, TcpBackendConfig(advertise_host="kv-7.example"))
+    assert named.get_engine_desc().host == "kv-7.example"
+    named.close()
+
+
+def test_the_namespace_exports_the_api_and_nothing_else():
+    public = {n for n in dir(ringxfer) if not n.startswith("_")}
+    assert public == set(ringxfer.__all__), public ^ set(ringxfer.__all__)
+    scope = {}
+    exec("from ringxfer import *", scope)
+    assert set(scope) - {"__builtins__"} == set(ringxfer.__all__)
+    for leaked in ("asyncio", "ctypes", "os", "socket", "weakref", "Any", "math", "sys"):
+        assert not hasattr(ringxfer, leaked), leaked
+
+
+def test_raise_errors_false_answers_with_a_failed_status_and_sends_nothing(pair):
+    a, b = pair
+    src, dst = np.ones(64, np.uint8), np.zeros(64, np.uint8)
+    ms, md = a.register_memory(src), b.register_memory(dst)
+    st = a.write(ms, 0, md, 0, 0, 1, raise_errors=False)
+    assert st.Failed() and st.Code() == StatusCode.ERR_INVALID_ARGS and "size is 0" in st.Message()
+    st = a.read(ms, 60, md, 0, 8, 2, raise_errors=False)
+    assert st.Code() == StatusCode.ERR_INVALID_ARGS and "local_offset" in st.Message()
+    st = a.batch_write([ms], [[]], [md], [[]], [[]], [3], raise_errors=False)[0]
+    assert st.Code() == StatusCode.ERR_INVALID_ARGS
+    sess = a.create_session(ms, md)
+    st = sess.batch_read([0, 8], [0, 60], [8, 8], 4, raise_errors=False)
+    assert st.Code() == StatusCode.ERR_INVALID_ARGS and "remote_offset[1]" in st.Message()
+    with pytest.raises(ValueError, match="size is 0"):
+        a.write(ms, 0, md, 0, 0, 5)
+    assert a.stats()["transfers_initiated"] == 0 and not dst.any()
+
+
+def test_a_transfer_id_already_in_flight_is_err_bad_state():
+    import socket
+
+    a = make_engine("dupkey", op_timeout_ms=2000)  # as long as "silent"
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        a.register_remote_engine(EngineDesc("silent", "127.0.0.1", s.getsockname()[1]))
+        ms = a.register_memory(np.zeros(64, np.uint8))
+        fake = MemoryDesc.unpack(ms.pack().replace(b"dupkey", b"silent"))
+        first = a.write(ms, 0, fake, 0, 8, 77)  # never answered: stays in flight
+        second = a.write(ms, 0, fake, 0, 8, 77, raise_errors=False)
+        assert second.Code() == StatusCode.ERR_BAD_STATE and "already in flight" in second.Message()
+        assert first.InProgress()
+        with pytest.raises(ValueError, match="already in flight"):
+            a.write(ms, 0, fake, 0, 8, 77)
+    finally:
+        s.close()
+        a.close()
+
+
+def test_a_batch_has_no_entry_cap(pair):
+    a, b = pair
+    n = 20000  # more entries than one wire request carries (8,192)
+    src = np.random.randint(0, 255, n * 4, dtype=np.uint8)
+    dst, back = np.zeros(n * 4, np.uint8), np.zeros(n * 4, np.uint8)
+    ms, md, mb = a.register_memory(src), b.register_memory(dst), a.register_memory(back)
+    offs, sizes = [i * 4 for i in range(n)], [2] * n
+    uid = a.allocate_transfer_uid()
+    a.batch_write([ms], [offs], [md], [offs], [sizes], [uid])[0].wait(timeout=30)
+    a.batch_read([mb], [offs], [md], [offs], [sizes], [a.allocate_transfer_uid()])[0].wait(timeout=30)
+    mask = np.zeros(n * 4, bool)
+    for o in offs:
+        mask[o:o + 2] = True
+    assert np.array_equal(dst[mask], src[mask]) and not dst[~mask].any()
+    assert np.array_equal(back[mask], src[mask]) and not back[~mask].any()
+    inbound = pop_inbound(b, "initiator", uid)
+    assert inbound is not None and inbound.Succeeded()
 
 
 def test_descriptors_pack_and_unpack(pair):

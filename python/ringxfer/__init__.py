@@ -571,13 +571,18 @@ class IOEngine:
         """One batched write per memory pair (see batch_read)."""
         return self._batch(True, local_mds, local_offsets, remote_mds, remote_offsets, sizes, uids, raise_errors)
 
-    def create_session(self, local_md: MemoryDesc, remote_md: MemoryDesc) -> _Optional[IOEngineSession]:
-        """Binds a local/remote pair once; None when the pair cannot be used. Raises
+    def create_session(
+        self, local_md: MemoryDesc, remote_md: MemoryDesc, *, raise_errors: bool = False
+    ) -> _Optional[IOEngineSession]:
+        """Binds a local/remote pair once; None when the pair cannot be used (with
+        ``raise_errors=True``: ValueError or RuntimeError saying why). Raises
         RuntimeError when the engine is closed."""
         engine = self._e()
         try:
             return IOEngineSession(engine.create_session(local_md, remote_md))
         except (ValueError, RuntimeError):
+            if raise_errors:
+                raise
             return None
 
     def pop_inbound_transfer_status(self, remote_key: str, uid: int) -> _Optional[TransferStatus]:

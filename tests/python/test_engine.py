@@ -322,7 +322,10 @@ def test_sessions(pair):
     stranger = MemoryDesc.unpack(md.pack())
     b2 = make_engine("nobody-knows-me")
     try:
-        assert a.create_session(b2.register_memory(np.zeros(8, np.uint8)), stranger) is None
+        foreign = b2.register_memory(np.zeros(8, np.uint8))
+        assert a.create_session(foreign, stranger) is None
+        with pytest.raises(ValueError, match="nobody-knows-me"):
+            a.create_session(foreign, stranger, raise_errors=True)
     finally:
         b2.close()
 

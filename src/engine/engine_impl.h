@@ -254,14 +254,15 @@ class EngineImpl {
     for (size_t i = 0; i < parts.size(); ++i) {
       const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
       std::vector<transport::Piece>& part = parts[i];
+      if (part.size() <= wire::kSegmentsMax) {
+        requests.push_back(std::move(part));
+        part_groups.push_back(group);
+        continue;
+      }
       for (size_t at = 0; at < part.size(); at += wire::kSegmentsMax) {
         const size_t end = std::min(part.size(), at + size_t{wire::kSegmentsMax});
-        if (at == 0 && end == part.size()) {
-          requests.push_back(std::move(part));
-        } else {
-          requests.emplace_back(part.begin() + static_cast<ptrdiff_t>(at),
-                                part.begin() + static_cast<ptrdiff_t>(end));
-        }
+        requests.emplace_back(part.begin() + static_cast<ptrdiff_t>(at),
+                              part.begin() + static_cast<ptrdiff_t>(end));
         part_groups.push_back(group);
       }
     }

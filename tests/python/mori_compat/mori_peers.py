@@ -302,16 +302,28 @@ def sglang_prefill(conn, rooms, tp_slice):
     aux_descs = sglang_register(engine, aux)
     peer_blob, dst_blobs, dst_aux_blobs = conn.recv()
     known = {}
+    stop = threading.Event()
 
     def bootstrap():
+        """SGLang's bootstrap thread: registers peers as they announce themselves, here
+        the decode engine, then more engines (of other rooms) while the workers
+        transfer."""
         desc = EngineDesc.unpack(peer_blob)
         if desc.key not in known:
             engine.register_remote_engine(desc)
             known[desc.key] = desc
+        i = 0
+        while not stop.is_set():
+            other = EngineDesc(f"io-decode-dp{i}-other", "127.0.0.1", 1 + i % 60000)
+            engine.register_remote_engine(other)
+            known[other.key] = other
+            i += 1
+            time.sleep(0.0005)
 
-    t = threading.Thread(target=bootstrap)
+    t = threading.Thread(target=bootstrap, name="bootstrap")
     t.start()
-    t.join()
+    while len(known) < 1:
+        time.sleep(0.001)
     dst = [MemoryDesc.unpack(b) for b in dst_blobs]
     dst_aux = [MemoryDesc.unpack(b) for b in dst_aux_blobs]
     failures = []
@@ -351,6 +363,8 @@ def sglang_prefill(conn, rooms, tp_slice):
         w.start()
     for w in workers:
         w.join()
+    stop.set()
+    t.join()
     if failures:
         raise RuntimeError(failures[0])
     # Aux: one pair per buffer, each a single entry with its own uid.

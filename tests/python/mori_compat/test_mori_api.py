@@ -291,6 +291,9 @@ def test_create_backend_twice_warns_and_keeps_the_first(caplog):
 def test_deregistering_an_unknown_engine_or_memory_is_silent(pair):
     a, b, _, _ = pair
     a.deregister_remote_engine(EngineDesc("nobody", "127.0.0.1", 1))
+    unreachable = EngineDesc("no-address-yet", "", 0)  # a peer's desc from before its backend
+    a.register_remote_engine(unreachable)  # kept, said once
+    a.deregister_remote_engine(unreachable)
     other = IOEngine("other", IOEngineConfig(host="127.0.0.1", port=0))
     other.deregister_remote_engine(a.get_engine_desc())  # no backend either
     a.deregister_memory(MemoryDesc())
@@ -322,7 +325,10 @@ def test_rdma_without_the_switch_is_a_clear_error_naming_it(monkeypatch):
 
 
 def test_rdma_served_as_tcp_maps_qps_and_threads_and_says_so_once(monkeypatch, caplog):
+    import mori.cpp._config as config_module
+
     monkeypatch.delenv("RINGXFER_SERVE_RDMA_AS_TCP", raising=False)
+    monkeypatch.setattr(config_module, "_said", set())  # "once per process": start afresh
     mio.serve_rdma_as_tcp(True)
     try:
         with caplog.at_level(logging.WARNING, logger="mori.io"):
@@ -378,9 +384,9 @@ def test_no_backend_fails_transfers_and_sessions_then_memory_joins_the_backend()
     assert (m1.engine_key, m1.data, m1.size, m1.loc) == ("no_be_initiator", t1.data_ptr(), 32, MemoryLocationType.CPU)
     st = initiator.batch_read([m1], [(0, 16)], [m2], [(0, 16)], [(16, 16)], [initiator.allocate_transfer_uid()])[0]
     assert st.Failed() and st.Code() == StatusCode.ERR_BAD_STATE
-    with pytest.raises(SessionUnavailableError, match="create backend first"):
-        initiator.create_session(m1, m2)
-    assert initiator._engine.CreateSession(m1, m2) is None  # mori.cpp's answer
+    assert initiator.create_session(m1, m2) is None
+    assert "create backend first" in initiator._engine.ExplainSessionUnavailable(m1, m2)
+    assert issubclass(SessionUnavailableError, RuntimeError)  # exported, as MORI's main
     with pytest.raises(RuntimeError, match="no backend yet"):
         m2.pack()
     # The memory registered before is registered with the backend when it comes.
@@ -392,15 +398,51 @@ def test_no_backend_fails_transfers_and_sessions_then_memory_joins_the_backend()
     assert st.WaitFor(10000) == StatusCode.SUCCESS and torch.equal(t1, t2)
 
 
-def test_remove_backend_fails_later_transfers_and_keeps_the_registrations(pair):
-    a, b, _, _ = pair
-    src, dst = torch.ones(16, dtype=torch.uint8), torch.zeros(16, dtype=torch.uint8)
+def test_remove_backend_fails_later_transfers_and_a_new_backend_takes_the_registrations(pair):
+    a, b, a_desc, _ = pair
+    src, dst = torch.arange(16, dtype=torch.uint8) + 1, torch.zeros(16, dtype=torch.uint8)
     ms, md = a.register_torch_tensor(src), b.register_torch_tensor(dst)
     sess = a.create_session(ms, md)
-    a.remove_backend(BackendType.TCP)
-    assert a.write(ms, 0, md, 0, 16, 1).Code() == StatusCode.ERR_BAD_STATE
-    assert sess.write(0, 0, 16, 2).Code() == StatusCode.ERR_BAD_STATE and not sess.alive()
     a.remove_backend(BackendType.RDMA)  # never created: nothing
+    assert a.write(ms, 0, md, 0, 16, 1).WaitFor(10000) == StatusCode.SUCCESS
+    a.remove_backend(BackendType.TCP)
+    assert a.write(ms, 0, md, 0, 16, 2).Code() == StatusCode.ERR_BAD_STATE
+    assert sess.write(0, 0, 16, 3).Code() == StatusCode.ERR_BAD_STATE and not sess.alive()
+    # A new backend listens on the same port (as MORI keeps the bound port) and takes
+    # the engine's memory and peers again; the region has a new key, so its descriptor
+    # is sent again, as after any registration.
+    a.create_backend(BackendType.TCP)
+    assert a.get_engine_desc().port == a_desc.port
+    dst.zero_()
+    assert a.write(ms, 0, md, 0, 16, 4).WaitFor(10000) == StatusCode.SUCCESS and torch.equal(src, dst)
+    dst.zero_()
+    st = b.read(md, 0, MemoryDesc.unpack(ms.pack()), 0, 16, b.allocate_transfer_uid())
+    assert st.WaitFor(10000) == StatusCode.SUCCESS, st.Message()
+    assert torch.equal(src, dst)
+
+
+def test_a_status_the_caller_set_in_progress_is_finished_by_the_transfer_bound_to_it(pair):
+    """A waiter on a status the caller drives wakes when the engine binds a transfer to
+    it (MORI's C++ API takes the caller's status object)."""
+    a, b, _, _ = pair
+    src, dst = torch.ones(64, dtype=torch.uint8), torch.zeros(64, dtype=torch.uint8)
+    ms, md = a.register_torch_tensor(src), b.register_torch_tensor(dst)
+    s = TransferStatus()
+    s.SetCode(StatusCode.IN_PROGRESS)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(s.WaitFor(-1)))
+    waiter.start()
+    time.sleep(0.05)  # the waiter is waiting on the caller-driven status now
+    a._engine.Write(ms, 0, md, 0, 64, s, a.allocate_transfer_uid())
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "the waiter was not woken by the transfer"
+    assert got == [StatusCode.SUCCESS] and torch.equal(src, dst)
+    # SetCode(IN_PROGRESS) on a bound status leaves the transfer to finish it.
+    s2 = TransferStatus()
+    a._engine.Write(ms, 0, md, 0, 64, s2, a.allocate_transfer_uid())
+    s2.SetCode(StatusCode.IN_PROGRESS)
+    assert s2.WaitFor(10000) == StatusCode.SUCCESS
+    assert a.wait_all([s2], timeout_ms=-1) == StatusCode.SUCCESS
 
 
 # ---- MORI's own tests (CPU-capable) and example ---------------------------------------
@@ -428,6 +470,10 @@ def test_mem_desc_of_a_cpu_tensor(serve):
     assert mem_desc.loc == MemoryLocationType.CPU and mem_desc.numa_node >= -1
     assert all(b == 0 for b in mem_desc.ipc_handle)
     assert MemoryDesc.unpack(mem_desc.pack()) == mem_desc
+    with pytest.raises(TypeError):
+        hash(mem_desc)  # as MORI's: __eq__ without __hash__
+    with pytest.raises(ValueError, match="size 0"):
+        engine.register_memory(tensor.data_ptr(), 0, -1, MemoryLocationType.CPU)
     with pytest.raises(RuntimeError, match="contiguous"):
         engine.register_torch_tensor(torch.ones(4, 4).t())
 

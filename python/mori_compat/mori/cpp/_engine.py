@@ -133,11 +133,19 @@ class MemoryDesc:
             return self is other
         return self._rx == other._rx
 
-    def __hash__(self) -> int:
-        return id(self) if self._rx is None else hash(self._rx)
+    __hash__ = None  # as MORI's (it binds __eq__ without __hash__)
 
     def __repr__(self) -> str:
         return f"MemoryDesc(engine_key={self.engine_key!r}, id={self.id}, size={self.size}, loc={self.loc.name})"
+
+
+def _closed_or_raise(error: RuntimeError, status) -> None:
+    """A ringxfer engine closed under the call (remove_backend on another thread, a
+    session of a removed backend) is ERR_BAD_STATE, as a transfer without a backend;
+    anything else (a wrong argument type) is raised."""
+    if " is closed" not in str(error):
+        raise error
+    status.Update(StatusCode.ERR_BAD_STATE, f"{_NO_BACKEND} ({error})")
 
 
 def _nonzero(offsets_a, offsets_b, sizes):
@@ -191,8 +199,8 @@ class IOEngineSession:
         fn = self._sess.write if write else self._sess.read
         try:
             status._attach(fn(local_offset, remote_offset, size, uid, raise_errors=False))
-        except RuntimeError as e:  # the engine's backend was removed
-            status.Update(StatusCode.ERR_BAD_STATE, str(e))
+        except RuntimeError as e:
+            _closed_or_raise(e, status)
 
     def Read(self, local_offset, remote_offset, size, status, uid) -> None:
         self._single(False, local_offset, remote_offset, size, status, uid)
@@ -206,7 +214,7 @@ class IOEngineSession:
             _start_batch(status, lambda lo, ro, sz: fn(lo, ro, sz, uid, raise_errors=False),
                          local_offsets, remote_offsets, sizes)
         except RuntimeError as e:
-            status.Update(StatusCode.ERR_BAD_STATE, str(e))
+            _closed_or_raise(e, status)
 
     def BatchRead(self, local_offsets, remote_offsets, sizes, status, uid) -> None:
         self._batch(False, local_offsets, remote_offsets, sizes, status, uid)
@@ -271,19 +279,20 @@ class IOEngine:
             if self._rx is None:
                 rx = _rx.IOEngine(self._key, IOEngineConfig(self._host, self._port))
                 rx.create_backend(BackendType.TCP, tcp)
-                try:
-                    for desc in self._remotes.values():
-                        _register_remote(rx, desc)
-                    for md in self._memory.values():
-                        key, address, size, device, loc = md._local
+                for desc in self._remotes.values():
+                    _register_remote(rx, desc)
+                for md in self._memory.values():
+                    key, address, size, device, loc = md._local
+                    try:
                         md._rx = rx.register_memory(address, size, device, loc)
-                except BaseException:
-                    for md in self._memory.values():
-                        md._rx = None
-                    rx.close()
-                    raise
+                    except (ValueError, RuntimeError) as e:  # e.g. GPU memory without a runtime
+                        _log.warning("ringxfer-mori: memory registered before the backend could not join it "
+                                     "(transfers with it fail): %s", e)
                 self._rx = rx
                 self._notify = notify
+                # As MORI writes the bound port into its config: a backend created again
+                # after remove_backend listens on the same port.
+                self._port = rx.get_engine_desc().port
             else:
                 _log.warning(
                     "ringxfer-mori: backend %s shares the engine's TCP backend (created for %s); its config "
@@ -315,13 +324,19 @@ class IOEngine:
             if self._remotes.pop(desc.key, None) is None:
                 return  # unknown: nothing to do (as MORI)
             if self._rx is not None:
-                self._rx.deregister_remote_engine(desc)
+                try:
+                    self._rx.deregister_remote_engine(desc)
+                except ValueError:
+                    pass  # ringxfer never accepted it (no address): nothing to undo
 
     # -- memory --
     def RegisterMemory(self, data, size: int, device: int, loc: MemoryLocationType) -> MemoryDesc:
         address = _address(data)
         size, device = int(size), int(device)
         loc = MemoryLocationType(loc) if not isinstance(loc, MemoryLocationType) else loc
+        if address == 0 or size <= 0:
+            # ringxfer refuses these with or without a backend (MORI does not check).
+            raise ValueError(f"register_memory: {'a null address' if address == 0 else f'size {size}'}")
         with self._lock:
             local = (self._key, address, size, device, loc)
             rx_desc = None
@@ -381,8 +396,8 @@ class IOEngine:
         fn = rx.write if write else rx.read
         try:
             status._attach(fn(l, local_offset, r, remote_offset, size, uid, raise_errors=False))
-        except RuntimeError as e:  # closed meanwhile
-            status.Update(StatusCode.ERR_BAD_STATE, str(e))
+        except RuntimeError as e:
+            _closed_or_raise(e, status)
 
     def Read(self, local_dest, local_offset, remote_src, remote_offset, size, status, uid) -> None:
         self._single(False, local_dest, local_offset, remote_src, remote_offset, size, status, uid)
@@ -400,6 +415,8 @@ class IOEngine:
             )
         for i in range(n):
             status = statuses[i]
+            if status is None:
+                continue  # MORI skips a null status
             pair = self._pair(local_mds[i], remote_mds[i], status)
             if pair is None:
                 continue
@@ -413,7 +430,7 @@ class IOEngine:
             try:
                 _start_batch(status, start, local_offsets[i], remote_offsets[i], sizes[i])
             except RuntimeError as e:
-                status.Update(StatusCode.ERR_BAD_STATE, str(e))
+                _closed_or_raise(e, status)
 
     def BatchRead(self, local_mds, local_offsets, remote_mds, remote_offsets, sizes, statuses, uids) -> None:
         self._batch(False, local_mds, local_offsets, remote_mds, remote_offsets, sizes, statuses, uids)

@@ -13,6 +13,7 @@ import time
 from ._enums import _ERR_BEGIN, StatusCode, _from_ringxfer
 
 _cond_lock = threading.Lock()  # creates the per-status condition variables
+_OPEN = (StatusCode.INIT, StatusCode.IN_PROGRESS)  # codes that do not end a status
 
 
 class TransferStatus:
@@ -28,10 +29,12 @@ class TransferStatus:
 
     # -- the engine's side --
     def _attach(self, inner) -> None:
-        """Binds the status to a started ringxfer transfer."""
+        """Binds the status to a started ringxfer transfer. A thread already waiting on
+        it (a status the caller had set IN_PROGRESS) is woken to wait for the transfer."""
+        self._inner = inner  # before the code: a waiter that sees IN_PROGRESS finds it
         self._message = ""
         self._code = StatusCode.IN_PROGRESS
-        self._inner = inner
+        self._notify()
         self._sync()
 
     def _sync(self) -> None:
@@ -71,11 +74,13 @@ class TransferStatus:
         return self.Code().value > _ERR_BEGIN
 
     def SetCode(self, code: StatusCode) -> None:
-        """Sets the code, whatever it was (a transfer still bound is left to finish
-        unseen)."""
+        """Sets the code, whatever it was. A final code ends the status (a transfer
+        still bound to it finishes unseen); INIT or IN_PROGRESS leaves a bound transfer
+        to finish it, as MORI's backend does."""
         code = StatusCode(code)
         self._sync()
-        self._inner = None
+        if code not in _OPEN:
+            self._inner = None
         self._code = code
         self._notify()
 
@@ -90,7 +95,8 @@ class TransferStatus:
         self._sync()
         if self._code.value > _ERR_BEGIN:
             return
-        self._inner = None
+        if code not in _OPEN:
+            self._inner = None
         self._message = str(message)
         self._code = code
         self._notify()
@@ -110,20 +116,23 @@ class TransferStatus:
         if inner is not None:
             inner.WaitFor(timeout_ms)  # ringxfer's wait: GIL released
             return self.Code()
-        # IN_PROGRESS set by the caller: wait for its SetCode/Update.
+        # IN_PROGRESS set by the caller: wait for its SetCode/Update, or for a transfer
+        # the engine binds to it meanwhile (_attach wakes this wait).
         if self._cond is None:
             with _cond_lock:
                 if self._cond is None:
                     self._cond = threading.Condition(threading.Lock())
         deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000.0
-        with self._cond:
-            while self.Code() is StatusCode.IN_PROGRESS:
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
+        while self.Code() is StatusCode.IN_PROGRESS:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            inner = self._inner
+            if inner is not None:
+                inner.WaitFor(-1 if left is None else max(1, int(left * 1000)))
+                continue
+            with self._cond:
+                if self._inner is None and self._code is StatusCode.IN_PROGRESS:
                     self._cond.wait(left)
         return self.Code()
 

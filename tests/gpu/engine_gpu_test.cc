@@ -454,9 +454,12 @@ TEST(GpuStaging, TeardownWithCopiesInFlightIsClean) {
     Pair pair;
     Buffer ga(true, 16 << 20), gb(true, 16 << 20);
     const MemoryDesc ad = reg(*pair.a, ga), bd = reg(*pair.b, gb);
+    // Disjoint ranges (2 MiB each): writes out of ga's first half into gb's, reads out
+    // of gb's second half into ga's; no byte is copied by two transfers at once.
     for (int i = 0; i < 4; ++i) {
-      auto w = pair.a->write(ad, 0, bd, 0, 12 << 20, 10 + i);
-      auto r = pair.a->read(ad, 0, bd, 0, 12 << 20, 20 + i);
+      const uint64_t w_at = uint64_t(i) << 21, r_at = uint64_t(4 + i) << 21;
+      auto w = pair.a->write(ad, w_at, bd, w_at, 2 << 20, 10 + i);
+      auto r = pair.a->read(ad, r_at, bd, r_at, 2 << 20, 20 + i);
       ASSERT_TRUE(w.ok() && r.ok());
       all.push_back(*w);
       all.push_back(*r);

@@ -29,6 +29,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -68,6 +69,9 @@ ABSL_FLAG(bool, huge_pages, false,
           "back the benchmark's buffers with transparent huge pages (madvise MADV_HUGEPAGE)");
 ABSL_FLAG(bool, sqpoll, false, "a kernel thread polls each ring's SQ (IORING_SETUP_SQPOLL)");
 ABSL_FLAG(bool, json, false, "print one JSON object per size instead of the table");
+ABSL_FLAG(std::string, config, "",
+          "a config file (ringxfer-tune sweep --out, README \"Config files\"): its fields for "
+          "every engine flag left at its default (flags given > file > defaults)");
 ABSL_FLAG(bool, loopback, false, "run the target in a second process on this host");
 ABSL_FLAG(bool, stats, false, "print both engines' counters at the end");
 ABSL_FLAG(bool, verify, true, "check the data of each size once");
@@ -184,6 +188,13 @@ EngineConfig engine_config(uint16_t port) {
   c.wait_spin = std::chrono::microseconds(absl::GetFlag(FLAGS_wait_spin_us));
   c.socket.send_buffer_bytes = absl::GetFlag(FLAGS_send_buffer);
   c.socket.recv_buffer_bytes = absl::GetFlag(FLAGS_recv_buffer);
+  if (const std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    absl::StatusOr<EngineConfig> file = EngineConfig::load(path);
+    if (!file.ok()) {
+      die(absl::StrCat("--config: ", file.status().message()));
+    }
+    c = c.over(*file);
+  }
   return c;
 }
 
@@ -520,8 +531,11 @@ int run_initiator(const std::string& host, uint16_t port) {
     absl::PrintF(
         "ringxfer-bench: %s, batch %d, %d iterations, %d stripes, %d ring thread(s), "
         "target %s:%d, memory %s\n",
-        write ? "write" : "read", batch, absl::GetFlag(FLAGS_iters), absl::GetFlag(FLAGS_stripes),
-        absl::GetFlag(FLAGS_rings), host, port, absl::GetFlag(FLAGS_mem));
+        write ? "write" : "read", batch, absl::GetFlag(FLAGS_iters), cfg.stripes, cfg.rings, host,
+        port, absl::GetFlag(FLAGS_mem));
+    if (!absl::GetFlag(FLAGS_config).empty()) {
+      absl::PrintF("config: %s\n", absl::GetFlag(FLAGS_config));
+    }
     print_header(absl::StrFormat("ringxfer TCP Benchmark: %s", write ? "write" : "read"));
   }
   const double cpu0 = cpu_seconds();
@@ -706,6 +720,7 @@ int run_loopback(const char* self) {
       "--ring_cpus=" + absl::StrJoin(absl::GetFlag(FLAGS_ring_cpus), ","),
       absl::StrFormat("--recv_buffer=%d", absl::GetFlag(FLAGS_recv_buffer)),
       "--mem=" + absl::GetFlag(FLAGS_mem),
+      "--config=" + absl::GetFlag(FLAGS_config),
   };
   std::vector<char*> argv;
   for (auto& a : args) {

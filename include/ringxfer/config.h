@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace ringxfer {
 
@@ -130,6 +131,26 @@ struct EngineConfig {
 
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;
+
+  // Config files (README, "Config files"): JSON, {"ringxfer_config": 1, "engine":
+  // {field: value, ..., "socket": {...}}}, plus what ringxfer-tune records beside it
+  // ("size_classes", "measured", "fingerprint", "comment", "chosen_by"). Durations are
+  // named with their unit (timeout_ms, wait_spin_us, handshake_timeout_ms,
+  // idle_timeout_ms). Fields the file does not name keep their defaults.
+  static constexpr int kConfigFileVersion = 1;
+  // The config in the file at `path`: kNotFound / kPermissionDenied when it cannot be
+  // read; kInvalidArgument naming the path and the field for anything else (not JSON,
+  // another version, an unknown field, a wrong type, a value out of range).
+  static absl::StatusOr<EngineConfig> load(const std::string& path);
+  // The same from a file's text; `origin` names it in errors.
+  static absl::StatusOr<EngineConfig> parse(std::string_view text,
+                                            std::string_view origin = "text");
+  // Every field as a config file's text; parse(to_json()) gives this config back.
+  std::string to_json() const;
+  // This config with every field it leaves at its default taken from `file`:
+  // explicit fields > file > defaults (a field set to its default value counts as not
+  // set). Engine::create applies RINGXFER_CONFIG so.
+  EngineConfig over(const EngineConfig& file) const;
 };
 
 // Sets the level of ringxfer's log lines (stderr) for the whole process: "trace",

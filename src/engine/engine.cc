@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <memory>
 
 #include "absl/container/flat_hash_set.h"
@@ -57,6 +59,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   }
   if (key.find(transport::kGroupSeparator) != std::string::npos) {
     return absl::InvalidArgumentError("engine key must not contain the byte 0x1f");
+  }
+  if (const char* path = std::getenv("RINGXFER_CONFIG"); path != nullptr && *path != '\0') {
+    // A config file for every engine of the process: fields left at their defaults
+    // here take the file's values (explicit fields > file > defaults).
+    absl::StatusOr<EngineConfig> file = EngineConfig::load(path);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("RINGXFER_CONFIG: ", file.status().message()));
+    }
+    config = config.over(*file);
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      RX_LOG(kInfo, "engine config: fields not set by the caller come from %s (RINGXFER_CONFIG)",
+             path);
+    }
   }
   if (absl::Status st = config.validate(); !st.ok()) {
     return st;

@@ -5,6 +5,7 @@
 RX_PACKAGES=(
   g++ meson ninja-build pkg-config
   liburing-dev libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev
   pybind11-dev python3-dev
   clang libclang-rt-14-dev clang-tidy
   python3-numpy python3-pytest python3-torch python3-mesonpy python3-venv python3-pip patchelf

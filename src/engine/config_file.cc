@@ -1,8 +1,6 @@
 // EngineConfig's config files (README, "Config files"): JSON, versioned, written by
 // ringxfer-tune and read by EngineConfig::load, RINGXFER_CONFIG and the tools. One table
 // of fields serves loading, writing and merging, so the three cannot disagree.
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -13,8 +11,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include "absl/strings/str_format.h"
-#include "nlohmann/json.hpp"
 #include "ringxfer/config.h"
 
 namespace ringxfer {

@@ -129,6 +129,12 @@ struct EngineConfig {
   // queueing. 1..2^24.
   int max_queued_transfers = 1 << 16;
 
+  // Engine::create applies the config file named by RINGXFER_CONFIG, if set, to the
+  // fields left at their defaults (explicit > file > defaults). false: this config as
+  // it is (a caller that applied the file itself, as the Python package does with its
+  // own record of the fields set). Not a config file field.
+  bool apply_config_env = true;
+
   // OK, or kInvalidArgument naming the first field out of range and its value.
   absl::Status validate() const;
 

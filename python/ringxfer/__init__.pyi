@@ -65,6 +65,9 @@ class TcpBackendConfig:
                  keepalive_cnt: int = ..., enable_ctrl_nodelay: bool = ...,
                  num_data_conns: int = ..., striping_threshold_bytes: int = ...,
                  **kwargs: Any) -> None: ...
+    @staticmethod
+    def from_file(path: str) -> "TcpBackendConfig": ...
+    def given_fields(self) -> set: ...
 
 class EngineDesc:
     @property

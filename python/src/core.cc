@@ -14,19 +14,23 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "ringxfer/ringxfer.h"
 
 namespace py = pybind11;
@@ -177,6 +181,9 @@ struct TcpBackendConfig {
   int max_handshaking_connections = ringxfer::EngineConfig{}.max_handshaking_connections;
   int64_t handshake_timeout_ms = ringxfer::EngineConfig{}.handshake_timeout.count();
   int64_t idle_timeout_ms = ringxfer::EngineConfig{}.idle_timeout.count();
+  // The fields the caller set (constructor arguments, attributes, from_file): a config
+  // file (RINGXFER_CONFIG) gives the others.
+  std::set<std::string> given;
 };
 
 void check_data_conns(int n) {
@@ -207,8 +214,82 @@ void def_non_negative(py::class_<TcpBackendConfig>& cls, const char* name,
                                 std::to_string(v) + " is negative");
         }
         c.*field = v;
+        c.given.insert(name);
       },
       doc);
+}
+
+// Defines TcpBackendConfig.<name> as a read-write property that records that the
+// caller set it.
+template <typename T>
+void def_recorded(py::class_<TcpBackendConfig>& cls, const char* name, T TcpBackendConfig::*field,
+                  const char* doc) {
+  cls.def_property(
+      name, [field](const TcpBackendConfig& c) { return c.*field; },
+      [field, name](TcpBackendConfig& c, T v) {
+        c.*field = std::move(v);
+        c.given.insert(name);
+      },
+      doc);
+}
+
+// Each TcpBackendConfig field with the EngineConfig fields it sets: `copy` takes them
+// from a config file's EngineConfig, `take` sets the TcpBackendConfig field from it.
+struct TcpField {
+  const char* name;
+  void (*copy)(const EngineConfig& from, EngineConfig& to);
+  void (*take)(const EngineConfig& from, TcpBackendConfig& to);
+};
+
+#define RX_MAP(py_name, engine_expr, py_expr)                                                      \
+  TcpField {                                                                                       \
+#py_name,                                                                                      \
+        [](const EngineConfig& f,                                                                  \
+           EngineConfig& t) { t.engine_expr = f.engine_expr; }, [](const EngineConfig& f,          \
+                                                                   TcpBackendConfig&               \
+                                                                       t) { t.py_name = py_expr; } \
+  }
+const std::vector<TcpField>& tcp_fields() {
+  static const std::vector<TcpField> table = {
+      RX_MAP(sock_sndbuf_bytes, socket.send_buffer_bytes, f.socket.send_buffer_bytes),
+      RX_MAP(sock_rcvbuf_bytes, socket.recv_buffer_bytes, f.socket.recv_buffer_bytes),
+      RX_MAP(op_timeout_ms, timeout, f.timeout.count()),
+      RX_MAP(enable_keepalive, socket.keepalive, f.socket.keepalive),
+      RX_MAP(keepalive_idle_sec, socket.keepalive_idle_s, f.socket.keepalive_idle_s),
+      RX_MAP(keepalive_intvl_sec, socket.keepalive_interval_s, f.socket.keepalive_interval_s),
+      RX_MAP(keepalive_cnt, socket.keepalive_count, f.socket.keepalive_count),
+      RX_MAP(enable_ctrl_nodelay, socket.nodelay, f.socket.nodelay),
+      RX_MAP(num_data_conns, stripes, f.stripes),
+      RX_MAP(striping_threshold_bytes, stripe_threshold_bytes,
+             static_cast<int64_t>(f.stripe_threshold_bytes)),
+      RX_MAP(num_rings, rings, f.rings),
+      RX_MAP(zerocopy_threshold_bytes, zerocopy_threshold_bytes,
+             static_cast<int64_t>(f.zerocopy_threshold_bytes)),
+      RX_MAP(chunk_bytes, chunk_bytes, static_cast<int64_t>(f.chunk_bytes)),
+      RX_MAP(ring_entries, ring_entries, static_cast<int>(f.ring_entries)),
+      RX_MAP(wait_spin_us, wait_spin, f.wait_spin.count()),
+      RX_MAP(sqpoll, sqpoll, f.sqpoll),
+      RX_MAP(ring_cpus, ring_cpus, f.ring_cpus),
+      RX_MAP(auth_key_file, auth_key_file, f.auth_key_file),
+      RX_MAP(max_inbound_connections, max_inbound_connections, f.max_inbound_connections),
+      RX_MAP(max_handshaking_connections, max_handshaking_connections,
+             f.max_handshaking_connections),
+      RX_MAP(handshake_timeout_ms, handshake_timeout, f.handshake_timeout.count()),
+      RX_MAP(idle_timeout_ms, idle_timeout, f.idle_timeout.count()),
+      RX_MAP(advertise_host, advertise_host, f.advertise_host),
+  };
+  return table;
+}
+#undef RX_MAP
+
+// The TcpBackendConfig a config file describes; every field counts as set.
+TcpBackendConfig tcp_config_of(const EngineConfig& e) {
+  TcpBackendConfig c;
+  for (const TcpField& f : tcp_fields()) {
+    f.take(e, c);
+    c.given.insert(f.name);
+  }
+  return c;
 }
 
 EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& tcp) {
@@ -242,6 +323,30 @@ EngineConfig to_engine_config(const IOEngineConfig& io, const TcpBackendConfig& 
   c.max_handshaking_connections = tcp.max_handshaking_connections;
   c.handshake_timeout = std::chrono::milliseconds(tcp.handshake_timeout_ms);
   c.idle_timeout = std::chrono::milliseconds(tcp.idle_timeout_ms);
+  if (const char* path = std::getenv("RINGXFER_CONFIG"); path != nullptr && *path != '\0') {
+    // The file's values for the fields the caller did not set (explicit > file >
+    // MORI's defaults); Engine::create then applies its rule to the rest.
+    absl::StatusOr<EngineConfig> file = EngineConfig::load(path);
+    if (!file.ok()) {
+      raise(absl::Status(file.status().code(),
+                         absl::StrCat("RINGXFER_CONFIG: ", file.status().message())));
+    }
+    for (const TcpField& f : tcp_fields()) {
+      if (!tcp.given.contains(f.name)) {
+        f.copy(*file, c);
+      }
+    }
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      py::module_::import("logging")
+          .attr("getLogger")("ringxfer")
+          .attr("info")(
+              "engine config: fields not set in TcpBackendConfig come from %s "
+              "(RINGXFER_CONFIG)",
+              path);
+    }
+  }
+  c.apply_config_env = false;  // applied here, with the record of the fields set
   ok_or_raise(c.validate());
   return c;
 }
@@ -659,17 +764,17 @@ PYBIND11_MODULE(_core, m) {
                "ringxfer: while over half of max_inbound_connections are open, an inbound "
                "connection idle this long is closed.");
 #undef RX_TCP_FIELD
-  tcp.def_readwrite("enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
-  tcp.def_readwrite("enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
-  tcp.def_readwrite("sqpoll", &TcpBackendConfig::sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
-  tcp.def_readwrite("auth_key_file", &TcpBackendConfig::auth_key_file,
-                    "ringxfer: key file of shared secrets; every connection then proves it "
-                    "holds one (README, \"Security\"). Empty: RINGXFER_AUTH_KEY_FILE, else "
-                    "peers are not authenticated.");
-  tcp.def_readwrite("advertise_host", &TcpBackendConfig::advertise_host,
-                    "ringxfer: the address the engine's descriptor tells peers. Empty: "
-                    "IOEngineConfig.host, or when that is \"\" (every interface) the address "
-                    "of the default route's interface.");
+  def_recorded(tcp, "enable_keepalive", &TcpBackendConfig::enable_keepalive, "TCP keepalive.");
+  def_recorded(tcp, "enable_ctrl_nodelay", &TcpBackendConfig::enable_ctrl_nodelay, "TCP_NODELAY.");
+  def_recorded(tcp, "sqpoll", &TcpBackendConfig::sqpoll, "ringxfer: IORING_SETUP_SQPOLL.");
+  def_recorded(tcp, "auth_key_file", &TcpBackendConfig::auth_key_file,
+               "ringxfer: key file of shared secrets; every connection then proves it "
+               "holds one (README, \"Security\"). Empty: RINGXFER_AUTH_KEY_FILE, else "
+               "peers are not authenticated.");
+  def_recorded(tcp, "advertise_host", &TcpBackendConfig::advertise_host,
+               "ringxfer: the address the engine's descriptor tells peers. Empty: "
+               "IOEngineConfig.host, or when that is \"\" (every interface) the address "
+               "of the default route's interface.");
   tcp.def_property(
       "ring_cpus", [](const TcpBackendConfig& c) { return c.ring_cpus; },
       [](TcpBackendConfig& c, std::vector<int> cpus) {
@@ -680,13 +785,33 @@ PYBIND11_MODULE(_core, m) {
           }
         }
         c.ring_cpus = std::move(cpus);
+        c.given.insert("ring_cpus");
       },
       "ringxfer: CPUs to pin ring threads to.");
+  tcp.def_static(
+      "from_file",
+      [](const std::string& path) {
+        absl::StatusOr<EngineConfig> file = EngineConfig::load(path);
+        if (!file.ok() && file.status().code() == absl::StatusCode::kNotFound) {
+          PyErr_SetString(PyExc_FileNotFoundError, std::string(file.status().message()).c_str());
+          throw py::error_already_set();
+        }
+        return tcp_config_of(value_or_raise(std::move(file)));
+      },
+      py::arg("path"),
+      "The TcpBackendConfig of a config file (README, \"Config files\"; ringxfer-tune "
+      "sweep --out): every field as the file says, or ringxfer's default where it is "
+      "silent. Raises FileNotFoundError / PermissionError / ValueError naming the file and "
+      "the field.");
+  tcp.def(
+      "given_fields", [](const TcpBackendConfig& c) { return c.given; },
+      "The fields set by the caller (the others come from RINGXFER_CONFIG when set).");
   tcp.def_property(
       "num_data_conns", [](const TcpBackendConfig& c) { return c.num_data_conns; },
       [](TcpBackendConfig& c, int n) {
         check_data_conns(n);
         c.num_data_conns = n;
+        c.given.insert("num_data_conns");
       },
       "Data connections per peer, 1..16 (ValueError otherwise).");
 

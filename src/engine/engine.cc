@@ -60,7 +60,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::create(std::string key, EngineCo
   if (key.find(transport::kGroupSeparator) != std::string::npos) {
     return absl::InvalidArgumentError("engine key must not contain the byte 0x1f");
   }
-  if (const char* path = std::getenv("RINGXFER_CONFIG"); path != nullptr && *path != '\0') {
+  if (const char* path = std::getenv("RINGXFER_CONFIG");
+      config.apply_config_env && path != nullptr && *path != '\0') {
     // A config file for every engine of the process: fields left at their defaults
     // here take the file's values (explicit fields > file > defaults).
     absl::StatusOr<EngineConfig> file = EngineConfig::load(path);

@@ -34,6 +34,21 @@ absl::Status wrong_type(const std::string& name, const char* want, const Json& v
       absl::StrFormat("config field engine.%s: expected %s, got %s", name, want, v.dump()));
 }
 
+// A field's writing and comparing, through `get` (on copies: configs are small and
+// this is no hot path), with `to_json` making the file's value.
+template <typename T>
+void set_access(Field& f, std::function<T&(EngineConfig&)> get,
+                std::function<Json(const T&)> to_json) {
+  f.write = [get, to_json](const EngineConfig& c) {
+    EngineConfig copy = c;
+    return to_json(get(copy));
+  };
+  f.same = [get](const EngineConfig& a, const EngineConfig& b) {
+    EngineConfig x = a, y = b;
+    return get(x) == get(y);
+  };
+}
+
 // An integer field of type T at `get(config)`, with its range checked for T (the
 // engine's own ranges are checked by validate()).
 template <typename T>
@@ -57,10 +72,7 @@ Field integer(std::string name, std::function<T&(EngineConfig&)> get) {
     get(c) = negative ? static_cast<T>(v.get<int64_t>()) : static_cast<T>(v.get<uint64_t>());
     return absl::OkStatus();
   };
-  f.write = [get](const EngineConfig& c) { return Json(get(const_cast<EngineConfig&>(c))); };
-  f.same = [get](const EngineConfig& a, const EngineConfig& b) {
-    return get(const_cast<EngineConfig&>(a)) == get(const_cast<EngineConfig&>(b));
-  };
+  set_access<T>(f, get, [](const T& v) { return Json(v); });
   return f;
 }
 
@@ -84,16 +96,12 @@ Field duration(std::string name, std::function<Duration&(EngineConfig&)> get) {
     get(c) = Duration(v.get<int64_t>());
     return absl::OkStatus();
   };
-  f.write = [get](const EngineConfig& c) {
-    return Json(get(const_cast<EngineConfig&>(c)).count());
-  };
-  f.same = [get](const EngineConfig& a, const EngineConfig& b) {
-    return get(const_cast<EngineConfig&>(a)) == get(const_cast<EngineConfig&>(b));
-  };
+  set_access<Duration>(f, get, [](const Duration& v) { return Json(v.count()); });
   return f;
 }
 
 Field boolean(std::string name, std::function<bool&(EngineConfig&)> get) {
+  using T = bool;
   Field f;
   f.name = name;
   f.read = [name, get](const Json& v, EngineConfig& c) -> absl::Status {
@@ -103,14 +111,12 @@ Field boolean(std::string name, std::function<bool&(EngineConfig&)> get) {
     get(c) = v.get<bool>();
     return absl::OkStatus();
   };
-  f.write = [get](const EngineConfig& c) { return Json(get(const_cast<EngineConfig&>(c))); };
-  f.same = [get](const EngineConfig& a, const EngineConfig& b) {
-    return get(const_cast<EngineConfig&>(a)) == get(const_cast<EngineConfig&>(b));
-  };
+  set_access<T>(f, get, [](const T& v) { return Json(v); });
   return f;
 }
 
 Field text(std::string name, std::function<std::string&(EngineConfig&)> get) {
+  using T = std::string;
   Field f;
   f.name = name;
   f.read = [name, get](const Json& v, EngineConfig& c) -> absl::Status {
@@ -120,10 +126,7 @@ Field text(std::string name, std::function<std::string&(EngineConfig&)> get) {
     get(c) = v.get<std::string>();
     return absl::OkStatus();
   };
-  f.write = [get](const EngineConfig& c) { return Json(get(const_cast<EngineConfig&>(c))); };
-  f.same = [get](const EngineConfig& a, const EngineConfig& b) {
-    return get(const_cast<EngineConfig&>(a)) == get(const_cast<EngineConfig&>(b));
-  };
+  set_access<T>(f, get, [](const T& v) { return Json(v); });
   return f;
 }
 

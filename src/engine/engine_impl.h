@@ -248,32 +248,33 @@ class EngineImpl {
       parts.push_back(std::move(pieces));
     }
     // A request carries at most wire::kSegmentsMax pieces: a larger batch goes as
-    // several requests with the same id, each to the lane group of its part.
+    // several requests with the same id, each to the lane group of its part. Only such
+    // a batch pays for the regrouping; part_groups stays empty otherwise.
     std::vector<int> part_groups;
-    std::vector<std::vector<transport::Piece>> requests;
-    for (size_t i = 0; i < parts.size(); ++i) {
-      const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
-      std::vector<transport::Piece>& part = parts[i];
-      if (part.size() <= wire::kSegmentsMax) {
-        requests.push_back(std::move(part));
-        part_groups.push_back(group);
-        continue;
+    const bool oversized = std::any_of(
+        parts.begin(), parts.end(),
+        [](const std::vector<transport::Piece>& p) { return p.size() > wire::kSegmentsMax; });
+    if (oversized) {
+      std::vector<std::vector<transport::Piece>> requests;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        const int group = split ? static_cast<int>(i) : static_cast<int>(id % g);
+        const std::vector<transport::Piece>& part = parts[i];
+        for (size_t at = 0; at < part.size(); at += wire::kSegmentsMax) {
+          const size_t end = std::min(part.size(), at + size_t{wire::kSegmentsMax});
+          requests.emplace_back(part.begin() + static_cast<ptrdiff_t>(at),
+                                part.begin() + static_cast<ptrdiff_t>(end));
+          part_groups.push_back(group);
+        }
       }
-      for (size_t at = 0; at < part.size(); at += wire::kSegmentsMax) {
-        const size_t end = std::min(part.size(), at + size_t{wire::kSegmentsMax});
-        requests.emplace_back(part.begin() + static_cast<ptrdiff_t>(at),
-                              part.begin() + static_cast<ptrdiff_t>(end));
-        part_groups.push_back(group);
+      if (requests.size() > std::numeric_limits<uint16_t>::max()) {
+        std::lock_guard lock(mu);
+        inflight.erase(std::make_pair(remote.engine_key, id));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: %d transfers in one batch is over the limit of %d", verb,
+                            sizes.size(), uint64_t{wire::kSegmentsMax} * 65535));
       }
+      parts = std::move(requests);
     }
-    if (requests.size() > std::numeric_limits<uint16_t>::max()) {
-      std::lock_guard lock(mu);
-      inflight.erase(std::make_pair(remote.engine_key, id));
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %d transfers in one batch is over the limit of %d", verb,
-                          sizes.size(), uint64_t{wire::kSegmentsMax} * 65535));
-    }
-    parts = std::move(requests);
     struct Join {
       std::atomic<int> left{0};
       std::mutex mu;
@@ -294,7 +295,9 @@ class EngineImpl {
     join->left = static_cast<int>(parts.size());
     const uint16_t nparts = parts.size() > 1 ? static_cast<uint16_t>(parts.size()) : 0;
     for (size_t i = 0; i < parts.size(); ++i) {
-      const int group = part_groups[i];
+      const int group = oversized ? part_groups[i]
+                        : split   ? static_cast<int>(i)
+                                  : static_cast<int>(id % g);
       transport->start(
           transport::lane_key(remote.engine_key, group, g), op, id, std::move(parts[i]),
           [this, status, join, key = remote.engine_key, id](absl::Status st) {
